@@ -1,0 +1,222 @@
+"""The supervised child: imports the entry script and runs init()/run()/shutdown() for one rank.
+
+`UserCode` holds the logic and is used directly with isolation = "none"; `main()` wraps it in a
+loop over a socket to the supervisor (`supervisor.CHILD_MAIN`). This module never imports
+MPI: the child is a plain process, so a crash in it cannot take the MPI job down.
+"""
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import io
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .protocol import Status
+
+MAX_ERROR_CHARS = 20_000
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    """Everything the child needs to know about the job (picklable, no MPI objects)."""
+
+    entry_script_path: str
+    source_directory: str
+    arguments: tuple[str, ...]
+    output_action: str
+    append_row_format: str
+    input_kind: str
+    input_options: Mapping[str, Any] = field(default_factory=dict)
+    input_mode: str = "download"
+    scratch_dir: str | None = None
+    compat: str | None = None
+    rank: int = 0
+
+
+@dataclass(frozen=True)
+class RunResult:
+    status: Status
+    nitems: int
+    succeeded: int
+    data: bytes = b""
+    header: bytes | None = None
+    error: str | None = None
+    run_seconds: float = 0.0
+    input_seconds: float = 0.0
+
+
+def format_exc(limit_chars: int = MAX_ERROR_CHARS) -> str:
+    text = traceback.format_exc()
+    return text if len(text) <= limit_chars else text[:limit_chars // 2] + "\n...\n" + text[-limit_chars // 2:]
+
+
+class UserCode:
+    """One entry script, loaded once; run() calls are validated and their rows encoded."""
+
+    def __init__(self, spec: ChildSpec) -> None:
+        self.spec = spec
+        self.module: Any = None
+        self._run_takes_context = False
+
+    # -------------------------------------------------------------- lifecycle
+    def init(self) -> float:
+        t0 = time.perf_counter()
+        spec = self.spec
+        if spec.compat == "azureml":
+            from . import compat
+            compat.install()
+        sys.argv = [spec.entry_script_path, *spec.arguments]
+        if spec.source_directory not in sys.path:
+            sys.path.insert(0, spec.source_directory)
+        name = os.path.splitext(os.path.basename(spec.entry_script_path))[0]
+        mod_spec = importlib.util.spec_from_file_location(name, spec.entry_script_path)
+        module = importlib.util.module_from_spec(mod_spec)
+        sys.modules[name] = module
+        mod_spec.loader.exec_module(module)
+        if not callable(getattr(module, "run", None)):
+            raise TypeError(f"{spec.entry_script_path} defines no callable run(mini_batch)")
+        self.module = module
+        self._run_takes_context = _positional_params(module.run) >= 2
+        if callable(getattr(module, "init", None)):
+            module.init()
+        return time.perf_counter() - t0
+
+    def shutdown(self) -> None:
+        if self.module is not None and callable(getattr(self.module, "shutdown", None)):
+            self.module.shutdown()
+
+    # -------------------------------------------------------------- one mini-batch
+    def run(self, batch: Any, attempt: int) -> RunResult:
+        t0 = time.perf_counter()
+        nitems = batch.nitems
+        try:
+            mini_batch, cleanup = self._load_input(batch)
+        except Exception:
+            return RunResult(Status.FAILED, max(nitems, 0), 0, error="reading the mini-batch failed:\n" + format_exc(),
+                             input_seconds=time.perf_counter() - t0)
+        if nitems < 0:
+            nitems = len(mini_batch)
+        t1 = time.perf_counter()
+        try:
+            if self._run_takes_context:
+                from .entry import MiniBatchContext
+                ctx = MiniBatchContext(batch.id, attempt, self.spec.rank, dict(batch.partition or {}), batch.dataset)
+                returned = self.module.run(mini_batch, ctx)
+            else:
+                returned = self.module.run(mini_batch)
+            run_seconds = time.perf_counter() - t1
+            result = self._encode(returned, nitems)
+        except (Exception, SystemExit):
+            run_seconds = time.perf_counter() - t1
+            result = RunResult(Status.FAILED, nitems, 0, error=format_exc())
+        finally:
+            cleanup()
+        return RunResult(result.status, nitems, result.succeeded, result.data, result.header, result.error,
+                         run_seconds, t1 - t0)
+
+    def _load_input(self, batch: Any) -> tuple[Any, Any]:
+        if self.spec.input_kind == "tabular":
+            from .tabular import read_slice
+            return read_slice(batch.slice, self.spec.input_options), lambda: None
+        if self.spec.input_mode == "download" and any("://" in p for p in batch.items):
+            from .storage import fetch_batch
+            return fetch_batch(list(batch.items), self.spec.scratch_dir)
+        return list(batch.items), lambda: None
+
+    # -------------------------------------------------------------- returned rows → bytes
+    def _encode(self, returned: Any, nitems: int) -> RunResult:
+        pd = sys.modules.get("pandas")    # no DataFrame can exist unless pandas was imported
+        if pd is not None and isinstance(returned, pd.DataFrame):
+            count = len(returned)
+            data, header = b"", None
+            if self.spec.output_action == "append_row" and count:
+                data, header = encode_frame(returned, self.spec.append_row_format)
+        elif returned is None or isinstance(returned, (str, bytes, dict)) or not hasattr(returned, "__len__"):
+            return RunResult(Status.FAILED, nitems, 0, error=(
+                f"run() returned {type(returned).__name__}; return a list or a pandas DataFrame "
+                "with one element per input that succeeded"))
+        else:
+            count = len(returned)
+            data = encode_rows(returned) if self.spec.output_action == "append_row" and count else b""
+            header = None
+        if count > nitems:
+            return RunResult(Status.FAILED, nitems, 0, error=(
+                f"run() returned {count} elements for a mini-batch of {nitems} inputs; "
+                "return at most one element per input"))
+        status = Status.OK if count == nitems else Status.PARTIAL
+        return RunResult(status, nitems, count, data, header)
+
+
+def encode_rows(rows: Any) -> bytes:
+    """One line per element: str() of it, bytes decoded as UTF-8; CR/LF inside are escaped as \\r, \\n."""
+    out = io.StringIO()
+    for row in rows:
+        text = row.decode("utf-8", "backslashreplace") if isinstance(row, bytes) else str(row)
+        if "\n" in text or "\r" in text:
+            text = text.replace("\r", "\\r").replace("\n", "\\n")
+        out.write(text)
+        out.write("\n")
+    return out.getvalue().encode("utf-8", "surrogateescape")
+
+
+def encode_frame(df: Any, fmt: str) -> tuple[bytes, bytes | None]:
+    """DataFrame rows as CSV (header returned apart, written once at the top) or JSON Lines."""
+    if fmt == "jsonl":
+        text = df.to_json(orient="records", lines=True, date_format="iso", default_handler=str)
+        return (text if text.endswith("\n") else text + "\n").encode(), None
+    body = df.to_csv(index=False, header=False, lineterminator="\n")
+    header = df.iloc[:0].to_csv(index=False, header=True, lineterminator="\n")
+    return body.encode(), header.encode()
+
+
+def _positional_params(func: Any) -> int:
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return 1
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return 2
+    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
+
+
+# ------------------------------------------------------------------ the child process
+
+def serve(conn: Any) -> int:
+    """Answer the supervisor's requests until told to shut down (or the pipe closes)."""
+    code: UserCode | None = None
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return 0
+        kind = msg[0]
+        if kind == "init":
+            code = UserCode(msg[1])
+            try:
+                conn.send(("init_ok", code.init()))
+            except BaseException:
+                conn.send(("init_err", format_exc()))
+                return 1
+        elif kind == "run":
+            conn.send(("result", msg[1].id, code.run(msg[1], msg[2])))
+        elif kind == "shutdown":
+            try:
+                if code is not None:
+                    code.shutdown()
+                conn.send(("bye", None))
+            except BaseException:
+                conn.send(("bye", format_exc()))
+            return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from multiprocessing.connection import Connection
+    argv = sys.argv[1:] if argv is None else argv
+    conn = Connection(int(argv[0]))
+    return serve(conn)
+

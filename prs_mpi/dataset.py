@@ -1,0 +1,102 @@
+"""Input listing and partitioning into mini-batch descriptors (lazy; no MPI, no data rows read)."""
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import itertools
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Mapping
+
+from .config import JobConfig
+from .errors import InputError
+
+
+@dataclass(frozen=True)
+class MiniBatchSpec:
+    """What rank 0 sends: small metadata, never data rows."""
+
+    id: int
+    items: tuple[str, ...] = ()
+    nitems: int = 0
+    slice: Any = None                      # tabular.TabularSlice for tabular input
+    partition: Mapping[str, Any] | None = None
+    dataset: str | None = None             # a description of the subset (partitioned input)
+
+    def digest(self) -> str:
+        """A short content hash; the journal uses it to detect a changed input on resume."""
+        h = hashlib.blake2b(digest_size=8)
+        for item in self.items:
+            h.update(item.encode("utf-8", "surrogateescape") + b"\0")
+        if self.slice is not None:
+            h.update(repr(self.slice).encode())
+        return h.hexdigest()
+
+
+def iter_mini_batches(cfg: JobConfig) -> Iterator[MiniBatchSpec]:
+    """Mini-batches in a deterministic order, produced lazily as the input is listed."""
+    if cfg.input.kind == "tabular":
+        from .tabular import iter_tabular_batches
+        specs: Iterable[tuple] = iter_tabular_batches(cfg)
+        for i, (nitems, sl, part, desc) in enumerate(specs):
+            yield MiniBatchSpec(id=i, nitems=nitems, slice=sl, partition=part, dataset=desc)
+        return
+    files = iter_files(cfg.input.paths)
+    if cfg.input.partition_format:
+        yield from _partitioned_file_batches(files, cfg.input.partition_format, cfg.input.paths)
+        return
+    ids = itertools.count()
+    while True:
+        chunk = tuple(itertools.islice(files, cfg.mini_batch_size))
+        if not chunk:
+            return
+        yield MiniBatchSpec(id=next(ids), items=chunk, nitems=len(chunk))
+
+
+# ---------------------------------------------------------------- listing
+
+def iter_files(patterns: Iterable[str]) -> Iterator[str]:
+    """Expand globs, directories, URLs and @listing files, lazily and in a stable order."""
+    from . import storage
+    return storage.iter_files(list(patterns))
+
+
+# ---------------------------------------------------------------- partition_format
+
+_KEY_RE = re.compile(r"\{(\w+)\}")
+
+
+def compile_partition_format(fmt: str) -> tuple[re.Pattern[str], list[str]]:
+    """'{user}/{genre}/*.wav' → a regex over the path's tail and the key names."""
+    keys = _KEY_RE.findall(fmt)
+    if not keys:
+        raise InputError(f"input.partition_format {fmt!r} names no {{key}}; e.g. '{{user}}/{{genre}}/*.wav'")
+    regex = ""
+    for part in re.split(r"(\{\w+\})", fmt):
+        m = _KEY_RE.fullmatch(part)
+        if m:
+            regex += f"(?P<{m.group(1)}>[^/]+)"
+        elif part:
+            regex += fnmatch.translate(part).removeprefix("(?s:").removesuffix(")\\Z").replace(".*", "[^/]*")
+    return re.compile(f"(?:^|/){regex}$"), keys
+
+
+def _partitioned_file_batches(files: Iterator[str], fmt: str, roots: tuple[str, ...]) -> Iterator[MiniBatchSpec]:
+    """One mini-batch per distinct key value. Files are grouped in listing order."""
+    pattern, keys = compile_partition_format(fmt)
+    groups: dict[tuple, list[str]] = {}
+    unmatched = 0
+    for path in files:
+        m = pattern.search(path.replace(os.sep, "/"))
+        if not m:
+            unmatched += 1
+            continue
+        groups.setdefault(tuple(m.group(k) for k in keys), []).append(path)
+    if not groups:
+        raise InputError(f"input.partition_format {fmt!r} matched none of the {unmatched} listed files; "
+                         "the format must describe the end of each path, e.g. '{user}/{genre}/*.wav'")
+    for i, (values, items) in enumerate(groups.items()):
+        part = dict(zip(keys, values))
+        desc = ", ".join(f"{k}={v}" for k, v in part.items())
+        yield MiniBatchSpec(id=i, items=tuple(items), nitems=len(items), partition=part, dataset=desc)

@@ -1,0 +1,292 @@
+"""Rank 0: lists the input lazily, hands out mini-batches on request, steals for idle workers,
+retries failures on another rank, hands out output offsets, journals commits, enforces thresholds.
+
+Rank 0 keeps only descriptors of mini-batches that are pending, in flight or awaiting commit.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from .protocol import (Assign, Attempt, Commit, Fatal, Goodbye, Leaving, Offset, Report, Request, Revoke,
+                       Revoked, Stop)
+from .summary import Accounting
+
+log = logging.getLogger(__name__)
+LIST_BUDGET_SECONDS = 0.002      # listing work per loop pass, so dispatching never stalls
+
+
+@dataclass
+class Pending:
+    spec: Any
+    attempt: int = 1
+    tried: frozenset[int] = frozenset()
+
+
+@dataclass
+class Peer:
+    rank: int
+    host: str
+    alive: bool = True
+    wants: int = 0
+    outstanding: "OrderedDict[int, Pending]" = field(default_factory=OrderedDict)
+    revoking: bool = False
+    said_goodbye: bool = False
+    current_since: float = 0.0
+    last_error: str | None = None
+    stats: dict = field(default_factory=dict)
+
+
+class Dispatcher:
+    def __init__(self, cfg: Any, source: Iterator[Any], peers: dict[int, str], send: Any,
+                 journal: Any, attempts_log: Any, accounting: Accounting, skip: Any = None) -> None:
+        self.cfg = cfg
+        self.source = source
+        self.send = send                       # send(dest, msg)
+        self.journal = journal
+        self.attempts_log = attempts_log
+        self.acc = accounting
+        self.skip = skip or (lambda spec: False)   # resume: already committed or failed
+        self.peers = {r: Peer(r, h) for r, h in peers.items()}
+        self.fresh: deque[Pending] = deque()
+        self.retries: deque[Pending] = deque()
+        self.listing_done = False
+        self.listed_batches = 0
+        self.listed_items = 0
+        self.end = 0                            # next free byte of the append file
+        self.header_written = False
+        self.flushes: dict[tuple[int, int], Report] = {}
+        self.flush_offsets: dict[tuple[int, int], tuple[int, int]] = {}
+        self.stop_reason: str | None = None
+        self.stop_state: str | None = None
+        self.stop_sent = False
+        self.fatal: Fatal | None = None
+        self.tracked: dict[int, Pending] = {}   # handed out at least once, not yet final
+        self.started = time.time()
+
+    # -------------------------------------------------------------- the loop's table of contents
+    def step(self) -> bool:
+        progressed = self._refill()
+        progressed |= self._serve()
+        progressed |= self._steal()
+        self._check_thresholds()
+        self._check_done()
+        return progressed
+
+    @property
+    def finished(self) -> bool:
+        return self.stop_sent and all(p.said_goodbye for p in self.peers.values())
+
+    def handle(self, src: int, msg: Any) -> None:
+        handler = self._HANDLERS[type(msg)]
+        handler(self, self.peers[src], msg)
+
+    # -------------------------------------------------------------- listing
+    def _refill(self) -> bool:
+        if self.listing_done or self.stop_reason:
+            return False
+        target = sum(max(p.wants, 1) for p in self.peers.values() if p.alive) * 2
+        if len(self.fresh) >= target:
+            return False
+        deadline = time.perf_counter() + LIST_BUDGET_SECONDS
+        added = 0
+        while len(self.fresh) < target and time.perf_counter() < deadline:
+            try:
+                spec = next(self.source)
+            except StopIteration:
+                self._listing_finished()
+                break
+            except Exception as exc:   # a listing error mid-run: stop with its message
+                self.begin_stop(f"listing the input failed: {exc}", "failed")
+                break
+            self.listed_batches += 1
+            self.listed_items += max(spec.nitems, 0)
+            if self.skip(spec):
+                continue
+            self.fresh.append(Pending(spec))
+            added += 1
+        return added > 0
+
+    def _listing_finished(self) -> None:
+        self.listing_done = True
+        self.acc.batches_total = self.listed_batches
+        self.acc.items_total = self.listed_items
+        self.journal.listing(self.listed_batches, self.listed_items)
+        log.info("listing finished: %d mini-batches, %d items", self.listed_batches, self.listed_items)
+        if self.listed_batches == 0:
+            self.begin_stop("the input is empty: no items matched input.paths", "failed")
+
+    # -------------------------------------------------------------- handing out work
+    def _next_for(self, peer: Peer, alive: set[int]) -> Pending | None:
+        for i, p in enumerate(self.retries):
+            if peer.rank not in p.tried or alive <= p.tried:
+                del self.retries[i]
+                return p
+        return self.fresh.popleft() if self.fresh else None
+
+    def _serve(self) -> bool:
+        if self.stop_reason:
+            return False
+        alive = {r for r, p in self.peers.items() if p.alive}
+        progressed = False
+        for peer in self.peers.values():
+            if not peer.alive or peer.wants <= 0:
+                continue
+            batch: list[Pending] = []
+            while len(batch) < peer.wants:
+                p = self._next_for(peer, alive)
+                if p is None:
+                    break
+                batch.append(p)
+            if batch:
+                for p in batch:
+                    peer.outstanding[p.spec.id] = p
+                    self.tracked[p.spec.id] = p
+                peer.wants -= len(batch)
+                self.send(peer.rank, Assign(tuple(p.spec for p in batch), tuple(p.attempt for p in batch)))
+                progressed = True
+        return progressed
+
+    def _steal(self) -> bool:
+        """Idle worker, nothing left to hand out: take back what a busy worker has not started."""
+        if self.stop_reason or self.fresh or self.retries or not self.listing_done:
+            return False
+        idle = [p for p in self.peers.values() if p.alive and p.wants > 0 and not p.outstanding]
+        if not idle:
+            return False
+        victims = sorted((p for p in self.peers.values() if p.alive and not p.revoking and len(p.outstanding) > 1),
+                         key=lambda p: len(p.outstanding), reverse=True)
+        progressed = False
+        for victim in victims[:len(idle)]:
+            ids = list(victim.outstanding)[1:]          # the oldest is probably running: leave it
+            take = tuple(ids[len(ids) // 2:]) if len(ids) > 1 else tuple(ids)
+            victim.revoking = True
+            self.send(victim.rank, Revoke(take))
+            progressed = True
+        return progressed
+
+    # -------------------------------------------------------------- handlers
+    def _on_request(self, peer: Peer, msg: Request) -> None:
+        peer.wants += msg.credits
+
+    def _on_revoked(self, peer: Peer, msg: Revoked) -> None:
+        peer.revoking = False
+        for bid in reversed(msg.batch_ids):
+            p = peer.outstanding.pop(bid, None)
+            if p is not None:
+                self.fresh.appendleft(p)
+
+    def _on_report(self, peer: Peer, msg: Report) -> None:
+        for a in msg.attempts:
+            peer.outstanding.pop(a.batch_id, None)
+            peer.current_since = a.end
+            self.acc.attempts += 1
+            peer.last_error = (a.error or "").strip().splitlines()[-1][:200] if a.error else peer.last_error
+        failed = [a for a in msg.attempts if not a.ok]
+        for a in failed:
+            self.attempts_log.attempt(a)
+            self._attempt_failed(a)
+        if msg.nbytes == 0:
+            self._commit(peer, msg, 0, 0.0)
+            return
+        header = b""
+        if msg.header is not None and not self.header_written:
+            header = msg.header
+            self.header_written = True
+        key = (peer.rank, msg.flush_id)
+        self.flushes[key] = msg
+        self.flush_offsets[key] = (self.end, len(header))
+        self.send(peer.rank, Offset(msg.flush_id, self.end, header or None))
+        self.end += len(header) + msg.nbytes
+
+    def _on_commit(self, peer: Peer, msg: Commit) -> None:
+        key = (peer.rank, msg.flush_id)
+        report = self.flushes.pop(key)
+        offset, header = self.flush_offsets.pop(key)
+        self._commit(peer, report, offset, msg.write_seconds, header)
+
+    def _commit(self, peer: Peer, report: Report, offset: int, write_seconds: float, header: int = 0) -> None:
+        ok = [a for a in report.attempts if a.ok]
+        if not ok:
+            return
+        total = sum(a.nbytes for a in ok) or 1
+        rows = []
+        for a in ok:
+            self.attempts_log.attempt(a, write_seconds * a.nbytes / total)
+            self.acc.committed(a.succeeded, a.failed)
+            p = self.tracked.pop(a.batch_id)
+            rows.append((a.batch_id, a.attempt, a.succeeded, a.failed, p.spec.digest()))
+        self.journal.commit(offset, header + report.nbytes, header, rows)
+
+    def _attempt_failed(self, a: Attempt) -> None:
+        p = self.tracked[a.batch_id]
+        if a.attempt < self.cfg.run_max_try and not self.stop_reason:
+            self.acc.retries += 1
+            retry = Pending(p.spec, a.attempt + 1, p.tried | {a.rank})
+            self.tracked[a.batch_id] = retry
+            self.retries.append(retry)
+            log.info("mini-batch %d attempt %d %s on rank %d; retrying", a.batch_id, a.attempt, a.status.value, a.rank)
+            return
+        del self.tracked[a.batch_id]
+        self.acc.failed(a.nitems)
+        self.journal.failed(a.batch_id, a.attempt, a.nitems, p.spec.digest(), a.error or "")
+        log.warning("mini-batch %d failed after %d attempts: %s", a.batch_id, a.attempt,
+                    (a.error or "").strip().splitlines()[-1:] or a.status.value)
+
+    def _on_leaving(self, peer: Peer, msg: Leaving) -> None:
+        if peer.alive and msg.reason:
+            self.attempts_log.error(f"rank {peer.rank} ({peer.host}) left the job", msg.reason)
+            log.error("rank %d (%s) leaves the job: init() keeps failing", peer.rank, peer.host)
+        peer.alive = False
+        peer.wants = 0
+        for bid in msg.returned:
+            p = peer.outstanding.pop(bid, None)
+            if p is not None:
+                self.fresh.appendleft(p)
+        if not any(p.alive for p in self.peers.values()) and not self.stop_reason:
+            self.begin_stop("no worker could run init(): every worker left the job. First error:\n"
+                            + (msg.reason or "see logs/job_error.txt"), "failed")
+
+    def _on_goodbye(self, peer: Peer, msg: Goodbye) -> None:
+        peer.said_goodbye = True
+        peer.stats = msg.stats
+
+    def _on_fatal(self, peer: Peer, msg: Fatal) -> None:
+        self.fatal = msg
+
+    _HANDLERS = {Request: _on_request, Revoked: _on_revoked, Report: _on_report, Commit: _on_commit,
+                 Leaving: _on_leaving, Goodbye: _on_goodbye, Fatal: _on_fatal}
+
+    # -------------------------------------------------------------- ending
+    def _check_thresholds(self) -> None:
+        if self.stop_reason:
+            return
+        reason = self.acc.exceeded()
+        if reason:
+            self.begin_stop(reason, "failed")
+
+    def _check_done(self) -> None:
+        if self.stop_reason or not self.listing_done or self.fresh or self.retries or self.flushes:
+            return
+        if any(p.outstanding for p in self.peers.values()):
+            return
+        self.begin_stop("", "succeeded")
+
+    def begin_stop(self, reason: str, state: str) -> None:
+        """Tell every live worker to finish: normally (drain) or aborting (threshold, signal)."""
+        if self.stop_sent:
+            return
+        self.stop_reason, self.stop_state = reason or "done", state
+        abort = state != "succeeded"
+        if abort:
+            log.error("stopping the job: %s", reason)
+        for peer in self.peers.values():
+            if peer.alive or not peer.said_goodbye:
+                self.send(peer.rank, Stop(reason, abort))
+        self.stop_sent = True
+
+    def in_flight(self) -> int:
+        return sum(len(p.outstanding) for p in self.peers.values())

@@ -1,0 +1,102 @@
+"""The run journal: an append-only JSON-lines record of commits and final failures (rank 0 only).
+
+A mini-batch is done once a `commit` record naming it is in the journal; the record is written
+only after the worker reported its bytes written at [offset, offset + length). Records are single
+`write()`s to an O_APPEND file; a torn last line (kill -9 mid-write) is ignored on reading.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+JOURNAL_NAME = "journal.jsonl"
+
+
+class Journal:
+    def __init__(self, state_dir: str, fsync: bool = False) -> None:
+        os.makedirs(state_dir, exist_ok=True)
+        self.path = os.path.join(state_dir, JOURNAL_NAME)
+        self.fsync = fsync
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    def _write(self, record: dict[str, Any]) -> None:
+        line = (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
+        os.write(self.fd, line)
+        if self.fsync:
+            os.fsync(self.fd)
+
+    def begin(self, run_id: str, fingerprint: str, mode: str, **extra: Any) -> None:
+        self._write({"t": "begin", "run": run_id, "fingerprint": fingerprint, "mode": mode, **extra})
+
+    def commit(self, offset: int, length: int, header: int, batches: list[tuple]) -> None:
+        """batches: (id, attempt, succeeded, failed, digest) each."""
+        self._write({"t": "commit", "off": offset, "len": length, "hdr": header, "b": batches})
+
+    def failed(self, batch_id: int, attempt: int, nitems: int, digest: str, error: str) -> None:
+        self._write({"t": "failed", "id": batch_id, "attempt": attempt, "n": nitems, "d": digest,
+                     "error": error[-2000:]})
+
+    def listing(self, batches_total: int, items_total: int) -> None:
+        self._write({"t": "listing", "batches": batches_total, "items": items_total})
+
+    def end(self, state: str, reason: str = "") -> None:
+        self._write({"t": "end", "state": state, "reason": reason})
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def read_records(state_dir: str) -> Iterator[dict[str, Any]]:
+    path = os.path.join(state_dir, JOURNAL_NAME)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return
+    for line in data.split(b"\n"):
+        if not line:
+            continue
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError:
+            continue   # a torn last record from a crash mid-write
+
+
+@dataclass
+class JournalState:
+    """What a journal says about a run, replayed from its records."""
+
+    fingerprint: str | None = None
+    runs: int = 0
+    committed: dict[int, tuple] = field(default_factory=dict)   # id → (attempt, ok, failed, digest, off, len)
+    failed: dict[int, tuple] = field(default_factory=dict)      # id → (attempt, nitems, digest, error)
+    regions: list[tuple[int, int, int]] = field(default_factory=list)  # (offset, length, header bytes)
+    end_state: str | None = None
+    batches_total: int | None = None
+    items_total: int | None = None
+
+
+def replay(state_dir: str) -> JournalState:
+    st = JournalState()
+    for rec in read_records(state_dir):
+        t = rec.get("t")
+        if t == "begin":
+            st.fingerprint = rec.get("fingerprint")
+            st.runs += 1
+            st.end_state = None
+        elif t == "commit":
+            st.regions.append((rec["off"], rec["len"], rec.get("hdr", 0)))
+            for bid, attempt, ok, failed, digest in rec["b"]:
+                st.committed[bid] = (attempt, ok, failed, digest, rec["off"], rec["len"])
+                st.failed.pop(bid, None)
+        elif t == "failed":
+            st.failed[rec["id"]] = (rec["attempt"], rec["n"], rec["d"], rec.get("error", ""))
+        elif t == "listing":
+            st.batches_total, st.items_total = rec["batches"], rec["items"]
+        elif t == "end":
+            st.end_state = rec.get("state")
+    return st

@@ -1,0 +1,155 @@
+"""MPI message tags and messages between rank 0 (dispatcher) and the workers. Nothing else.
+
+Flow for one worker (W) and the dispatcher (D):
+
+    W → D  Request(credits)          W wants `credits` more mini-batches in its prefetch queue
+    D → W  Assign(batches)           descriptors only; never data rows
+    D → W  Revoke(batch_ids)         work stealing: give back what you have not started
+    W → D  Revoked(batch_ids)        the ids actually given back (started ones stay)
+    W → D  Report(flush_id, attempts, nbytes, header)
+                                     finished attempts; nbytes > 0 asks for an output offset
+    D → W  Offset(flush_id, offset, header)  where to Write_at the flush (header first if set)
+    W → D  Commit(flush_id)          the bytes are in the file: the mini-batches are done
+    W → D  Leaving(reason, returned) the worker cannot go on (init failed too often)
+    D → W  Stop(reason, abort)       finish: flush, shutdown(), say Goodbye
+    W → D  Goodbye(stats)            last message of a worker
+    W → D  Fatal(error)              an unhandled error on a worker; D ends the job
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from .dataset import MiniBatchSpec
+
+
+class Tag(enum.IntEnum):
+    REQUEST = 1
+    ASSIGN = 2
+    REVOKE = 3
+    REVOKED = 4
+    REPORT = 5
+    OFFSET = 6
+    COMMIT = 7
+    LEAVING = 8
+    STOP = 9
+    GOODBYE = 10
+    FATAL = 11
+
+
+class Status(str, enum.Enum):
+    """Outcome of one attempt at a mini-batch (the `status` column of processed_mini_batches.csv)."""
+
+    OK = "ok"              # every item returned
+    PARTIAL = "partial"    # fewer elements than inputs: the rest are item failures
+    FAILED = "failed"      # run() raised, or returned something invalid
+    TIMEOUT = "timeout"    # run_invocation_timeout passed; the child was killed
+    CRASHED = "crashed"    # the child died (segfault, os._exit, OOM kill)
+
+    @property
+    def succeeded(self) -> bool:
+        return self in (Status.OK, Status.PARTIAL)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One run() call on one mini-batch, as the worker saw it."""
+
+    batch_id: int
+    attempt: int
+    rank: int
+    host: str
+    pid: int
+    nitems: int
+    succeeded: int
+    failed: int
+    start: float
+    end: float
+    run_seconds: float
+    input_seconds: float
+    status: Status
+    error: str | None = None       # full traceback / reason, for job_error.txt
+    nbytes: int = 0                # bytes of output rows this attempt adds to the flush
+    write_seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status.succeeded
+
+
+@dataclass(frozen=True)
+class Request:
+    credits: int
+
+
+@dataclass(frozen=True)
+class Assign:
+    batches: tuple[MiniBatchSpec, ...]
+    attempts: tuple[int, ...]      # attempt number of each batch (1 for a first try)
+
+
+@dataclass(frozen=True)
+class Revoke:
+    batch_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Revoked:
+    batch_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Report:
+    flush_id: int
+    attempts: tuple[Attempt, ...]
+    nbytes: int = 0
+    header: bytes | None = None    # CSV header of DataFrame output, written once at offset 0
+
+
+@dataclass(frozen=True)
+class Offset:
+    flush_id: int
+    offset: int
+    header: bytes | None = None    # write this first (at `offset`), the rows right after it
+
+
+@dataclass(frozen=True)
+class Commit:
+    flush_id: int
+    write_seconds: float
+
+
+@dataclass(frozen=True)
+class Leaving:
+    reason: str
+    returned: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Stop:
+    reason: str
+    abort: bool = False
+
+
+@dataclass(frozen=True)
+class Goodbye:
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Fatal:
+    rank: int
+    host: str
+    error: str
+
+
+TAG_OF: dict[type, Tag] = {
+    Request: Tag.REQUEST, Assign: Tag.ASSIGN, Revoke: Tag.REVOKE, Revoked: Tag.REVOKED,
+    Report: Tag.REPORT, Offset: Tag.OFFSET, Commit: Tag.COMMIT, Leaving: Tag.LEAVING,
+    Stop: Tag.STOP, Goodbye: Tag.GOODBYE, Fatal: Tag.FATAL,
+}
+
+
+def tag_of(msg: object) -> Tag:
+    return TAG_OF[type(msg)]

@@ -1,0 +1,274 @@
+"""A whole job across ranks: prepare output_dir (fresh / resume / reuse), run the loop, write the result."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import JobConfig
+from .errors import EXIT_OK, PrsError, RunStateError
+from .job import (GOODBYE_TIMEOUT, Layout, RankLoop, RunOptions, SignalFlag, discover_layout, exit_code_for,
+                  layout_warnings, make_worker, report_fatal_and_abort, runs_worker)
+from .journal import Journal, JournalState, replay
+from .runlog import AttemptLog, log_paths, setup_logging
+from .summary import Accounting, RunResult, one_line, write_result
+from .transport import Channel
+
+log = logging.getLogger(__name__)
+STATE_DIR = ".prs"
+
+
+@dataclass
+class Prepared:
+    mode: str                                   # fresh | resume | retry_failed | reused
+    run_id: str
+    fingerprint: str
+    skip_ids: set[int] = field(default_factory=set)
+    digests: dict[int, str] = field(default_factory=dict)
+    end: int = 0
+    header_written: bool = False
+    acc: Accounting = field(default_factory=Accounting)
+    reused_result: dict | None = None
+
+
+def job_fingerprint(cfg: JobConfig) -> str:
+    """Entry script + source directory content + the resolved config that affects results."""
+    h = hashlib.sha256()
+    ignore = {"logging_level", "allow_reuse", "status_interval", "progress_interval", "resource_monitor_interval",
+              "grace_period", "process_count_per_node", "node_count", "prefetch", "flush_bytes", "flush_interval"}
+    conf = {k: v for k, v in cfg.to_dict().items() if k not in ignore}
+    h.update(json.dumps(conf, sort_keys=True, default=str).encode())
+    for root, dirs, files in os.walk(cfg.source_directory):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__"
+                         and os.path.join(root, d) != cfg.output_dir)
+        for name in sorted(files):
+            if name.endswith((".py", ".toml", ".json", ".yaml", ".yml", ".txt", ".cfg")):
+                path = os.path.join(root, name)
+                if os.path.getsize(path) <= 1 << 20:
+                    h.update(path.encode() + b"\0" + open(path, "rb").read())
+    return h.hexdigest()[:32]
+
+
+# ------------------------------------------------------------------ output_dir states
+
+def prepare_output_dir(cfg: JobConfig, opts: RunOptions) -> Prepared:
+    state_dir = os.path.join(cfg.output_dir, STATE_DIR)
+    st = replay(state_dir)
+    fp = job_fingerprint(cfg)
+    unfinished = st.runs > 0 and st.end_state in (None, "interrupted")
+    if (opts.resume or opts.retry_failed) and st.runs == 0:
+        raise RunStateError(f"{cfg.output_dir} holds no earlier run to continue; run without "
+                            f"{'--resume' if opts.resume else '--retry-failed'}")
+    if unfinished and not (opts.resume or opts.retry_failed):
+        raise RunStateError(f"{cfg.output_dir} holds an unfinished run; continue it with "
+                            f"`prs-mpi run {cfg.job_file} --resume`, or pick another output_dir "
+                            "(or delete that directory) to start over")
+    if opts.resume or opts.retry_failed:
+        if st.fingerprint != fp:
+            raise RunStateError(f"the job changed since the run in {cfg.output_dir} (entry script, source "
+                                "directory or config differ); --resume/--retry-failed continue the same job only: "
+                                "undo the change, or start a new run in another output_dir")
+        return _continue(cfg, st, fp, "retry_failed" if opts.retry_failed else "resume")
+    if st.runs and st.end_state == "succeeded" and cfg.allow_reuse and st.fingerprint == fp:
+        result = _read_result(cfg)
+        if result is not None and result.get("input_fingerprint") == input_fingerprint(cfg):
+            return Prepared("reused", result.get("run_id", ""), fp, reused_result=result)
+    _clear(cfg)
+    return Prepared("fresh", uuid.uuid4().hex[:12], fp)
+
+
+def _read_result(cfg: JobConfig) -> dict | None:
+    try:
+        with open(os.path.join(cfg.output_dir, "job_result.json")) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def input_fingerprint(cfg: JobConfig) -> str:
+    """Listing with sizes and mtimes (local) — what allow_reuse compares."""
+    from .dataset import iter_files
+    h = hashlib.sha256()
+    for path in iter_files(cfg.input.paths):
+        try:
+            s = os.stat(path)
+            h.update(f"{path}\0{s.st_size}\0{s.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{path}\n".encode())
+    return h.hexdigest()[:32]
+
+
+def _clear(cfg: JobConfig) -> None:
+    """A fresh run: earlier results in output_dir are replaced."""
+    for name in ("job_result.json", "status.json", cfg.append_row_file_name):
+        try:
+            os.unlink(os.path.join(cfg.output_dir, name))
+        except FileNotFoundError:
+            pass
+    for sub in (STATE_DIR, "logs"):
+        shutil.rmtree(os.path.join(cfg.output_dir, sub), ignore_errors=True)
+
+
+def _continue(cfg: JobConfig, st: JournalState, fp: str, mode: str) -> Prepared:
+    """Resume: keep the contiguous committed prefix of the output; everything else runs again."""
+    end = 0
+    header = False
+    for off, length, hdr in sorted(st.regions):
+        if off != end:
+            break
+        end += length
+        header = header or hdr > 0
+    prep = Prepared(mode, uuid.uuid4().hex[:12], fp, end=end, header_written=header)
+    for bid, (attempt, ok, failed, digest, off, length) in st.committed.items():
+        if off + length <= end:
+            prep.skip_ids.add(bid)
+            prep.digests[bid] = digest
+            prep.acc.committed(ok, failed)
+    if mode == "resume":
+        for bid, (attempt, nitems, digest, error) in st.failed.items():
+            prep.skip_ids.add(bid)
+            prep.digests[bid] = digest
+            prep.acc.failed(nitems)
+    if cfg.output_action == "append_row":
+        path = cfg.output_file
+        if os.path.exists(path) and os.path.getsize(path) > end:
+            os.truncate(path, end)
+            log.info("resume: cut %s back to its last commit (%d bytes)", path, end)
+    return prep
+
+
+# ------------------------------------------------------------------ every rank
+
+def run_job(cfg: JobConfig, opts: RunOptions) -> int:
+    from mpi4py import MPI
+    comm = MPI.COMM_WORLD
+    layout = discover_layout(comm)
+    setup_logging(cfg.logging_level, layout.rank, layout.host, None)
+    prepared: Prepared | None = None
+    error: str | None = None
+    if layout.rank == 0:
+        try:
+            prepared = prepare_output_dir(cfg, opts)
+            os.makedirs(os.path.join(cfg.output_dir, "logs", "sys"), exist_ok=True)
+        except (PrsError, OSError) as exc:
+            error = str(exc) if isinstance(exc, PrsError) else f"cannot prepare output_dir {cfg.output_dir}: {exc}"
+    error, mode = comm.bcast((error, prepared.mode if prepared else None), root=0)
+    if error:
+        if layout.rank == 0:
+            log.error("%s", error)
+        return RunStateError.exit_code
+    if mode == "reused":
+        return _reused(cfg, prepared) if layout.rank == 0 else EXIT_OK
+    comm.Barrier()
+    setup_logging(cfg.logging_level, layout.rank, layout.host, log_paths(cfg.output_dir, layout.rank,
+                                                                           layout.host)["sys_log"])
+    try:
+        code = _run_ranks(cfg, opts, comm, layout, prepared)
+    except BaseException as exc:  # noqa: BLE001 — every exit path is explicit
+        report_fatal_and_abort(comm, layout, exc)
+        raise
+    return comm.bcast(code, root=0)
+
+
+def _reused(cfg: JobConfig, prepared: Prepared) -> int:
+    r = prepared.reused_result
+    import sys
+    sys.stderr.write(f"prs-mpi: reused: an identical job already succeeded in {cfg.output_dir} "
+                     f"({r['items']['succeeded']} items); nothing to do (--set allow_reuse=false runs it again)\n")
+    return EXIT_OK
+
+
+def _run_ranks(cfg: JobConfig, opts: RunOptions, comm: Any, layout: Layout, prepared: Prepared | None) -> int:
+    from .writer import NullOutput, OutputFile
+    channel = Channel(comm)
+    output = OutputFile(comm, cfg.output_file, cfg.fsync) if cfg.output_action == "append_row" else NullOutput()
+    worker = make_worker(cfg, layout, channel, output) if runs_worker(cfg, layout, layout.rank) else None
+    if layout.rank != 0:
+        RankLoop(channel, worker, None, None).run()
+        channel.drain(10.0)
+        output.close()
+        return EXIT_OK
+    return _run_rank0(cfg, opts, comm, layout, prepared, channel, output, worker)
+
+
+def _run_rank0(cfg: JobConfig, opts: RunOptions, comm: Any, layout: Layout, prepared: Prepared,
+               channel: Channel, output: Any, worker: Any) -> int:
+    from .dataset import iter_mini_batches
+    from .dispatcher import Dispatcher
+    from .progress import Progress
+    for warning in layout_warnings(cfg, layout):
+        log.warning("%s", warning)
+    started = time.time()
+    journal = Journal(os.path.join(cfg.output_dir, STATE_DIR), cfg.fsync)
+    journal.begin(prepared.run_id, prepared.fingerprint, prepared.mode, ranks=layout.size)
+    attempts_log = AttemptLog(cfg.output_dir)
+    acc = prepared.acc
+    acc.error_threshold, acc.allowed_failed_count = cfg.error_threshold, cfg.allowed_failed_count
+    acc.allowed_failed_percent = cfg.allowed_failed_percent
+    peers = {r: layout.hosts[r] for r in range(layout.size) if runs_worker(cfg, layout, r)}
+    skip = _skipper(prepared)
+    d = Dispatcher(cfg, iter_mini_batches(cfg), peers, channel.send, journal, attempts_log, acc, skip)
+    d.end, d.header_written = prepared.end, prepared.header_written
+    progress = Progress(cfg, d)
+    flag = SignalFlag()
+    log.info("job started: %d ranks on %d node(s), %d workers, mode %s, output %s", layout.size,
+             len(layout.node_names), len(peers), prepared.mode, cfg.output_dir)
+    loop = RankLoop(channel, worker, d, progress)
+    loop.run(flag)
+    if d.fatal is not None:
+        reason = f"rank {d.fatal.rank} on {d.fatal.host} failed:\n{d.fatal.error}"
+        _finish(cfg, layout, d, journal, attempts_log, progress, started, "failed", reason, prepared)
+        comm.Abort(1)
+    channel.drain(10.0)
+    output.close()
+    state = d.stop_state or "failed"
+    reason = "" if state == "succeeded" else d.stop_reason
+    return _finish(cfg, layout, d, journal, attempts_log, progress, started, state, reason, prepared)
+
+
+def _skipper(prepared: Prepared) -> Any:
+    if not prepared.skip_ids:
+        return None
+
+    def skip(spec: Any) -> bool:
+        if spec.id not in prepared.skip_ids:
+            return False
+        if prepared.digests.get(spec.id) not in ("", None, spec.digest()):
+            raise PrsError(f"mini-batch {spec.id} holds different input than in the interrupted run "
+                           "(files added, removed or renamed): --resume needs the same input; "
+                           "start a new run in another output_dir")
+        return True
+    return skip
+
+
+def _finish(cfg: JobConfig, layout: Layout, d: Any, journal: Journal, attempts_log: AttemptLog, progress: Any,
+            started: float, state: str, reason: str, prepared: Prepared) -> int:
+    import sys
+    progress.tick(force=True)
+    progress.close()
+    attempts_log.flush()
+    if attempts_log.first_error and state == "failed" and "job_error" in reason:
+        reason += f"\nFirst error: {attempts_log.first_error}"
+    result = RunResult(state, reason, started).to_dict(
+        d.acc, cfg, layout.size, len(d.peers), list(layout.node_names),
+        {"run_id": prepared.run_id, "mode": prepared.mode,
+         "input_fingerprint": input_fingerprint(cfg) if state == "succeeded" and cfg.allow_reuse else None,
+         "worker_stats": [p.stats for p in d.peers.values()], "bytes_written": d.end,
+         "messages": {"sent": getattr(d, "sent", None)}})
+    write_result(cfg.output_dir, result)
+    from .status import write_status
+    write_status(os.path.join(cfg.output_dir, "status.json"), {**progress.status(time.time()), "state": state})
+    journal.end(state, reason)
+    journal.close()
+    attempts_log.close()
+    sys.stderr.write(one_line(result) + "\n")
+    if state == "failed" and reason:
+        sys.stderr.write(f"prs-mpi: reason: {reason}\n")
+    sys.stderr.flush()
+    return exit_code_for(state)

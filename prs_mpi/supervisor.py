@@ -1,0 +1,229 @@
+"""Starting, watching, timing out, killing and restarting the process that runs user code.
+
+`ChildProcess` (isolation = "process") and `InProcess` (isolation = "none") offer one interface
+to the worker: start() begins init(); submit() starts one run(); poll() returns the next event:
+
+    ("init_ok", seconds) | ("init_err", traceback) | ("result", batch_id, RunResult)
+    | ("crashed", reason) | ("timeout", reason)
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from multiprocessing.connection import Connection
+from typing import Any, Mapping
+
+from .child import ChildSpec, UserCode, format_exc
+from .protocol import Status
+
+# variables that would make a child's own MPI_Init join (and confuse) this MPI job
+# run through -c so that ChildSpec/RunResult pickle as prs_mpi.child.* on both sides
+CHILD_MAIN = "import sys; from prs_mpi.child import main; sys.exit(main())"
+_MPI_ENV_PREFIXES = ("PMI_", "PMIX_", "OMPI_", "MPI_LOCAL", "HYDRA_", "MPIR_", "PRTE_", "HYDI_")
+
+
+def child_environment(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in base.items() if not k.startswith(_MPI_ENV_PREFIXES)}
+    env.update(extra)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        hint = " (killed: out of memory?)" if name == "SIGKILL" else ""
+        return f"killed by {name}{hint}"
+    return f"exited with code {returncode}"
+
+
+def tail_file(path: str, max_lines: int = 15, max_bytes: int = 8192) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            lines = f.read().decode("utf-8", "replace").splitlines()[-max_lines:]
+    except OSError:
+        return ""
+    return "\n".join(lines)
+
+
+class ChildProcess:
+    """A spawned `python -m prs_mpi.child` with a socket to it; never forked, never MPI."""
+
+    def __init__(self, spec: ChildSpec, env: Mapping[str, str], log_path: str, timeout: float,
+                 cpus: tuple[int, ...] = (), memory_limit: int | None = None) -> None:
+        self.spec, self.env, self.log_path, self.timeout = spec, dict(env), log_path, timeout
+        self.cpus, self.memory_limit = cpus, memory_limit
+        self.proc: subprocess.Popen | None = None
+        self.conn: Connection | None = None
+        self.deadline: float | None = None
+        self.running: int | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid if self.proc else 0
+
+    @property
+    def waitables(self) -> list[Any]:
+        return [self.conn] if self.conn is not None else []
+
+    def start(self) -> None:
+        parent_sock, child_sock = socket.socketpair()
+        limit = self.memory_limit
+
+        def preexec() -> None:
+            if limit:
+                import resource
+                resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+        with open(self.log_path, "ab", buffering=0) as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", CHILD_MAIN, str(child_sock.fileno())],
+                pass_fds=(child_sock.fileno(),), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                env=self.env, start_new_session=True, preexec_fn=preexec if limit else None)
+        child_sock.close()
+        self.conn = Connection(parent_sock.detach())
+        if self.cpus:
+            try:
+                import psutil
+                psutil.Process(self.proc.pid).cpu_affinity(list(self.cpus))
+            except Exception:  # pinning is best effort; the plan table says what was asked
+                pass
+        self.conn.send(("init", self.spec))
+        self.deadline = None
+
+    def submit(self, batch: Any, attempt: int) -> None:
+        self.running = batch.id
+        self.deadline = time.monotonic() + self.timeout
+        self.conn.send(("run", batch, attempt))
+
+    def poll(self) -> tuple | None:
+        if self.conn is None:
+            return None
+        try:
+            if self.conn.poll(0):
+                msg = self.conn.recv()
+                if msg[0] == "result":
+                    self.running, self.deadline = None, None
+                return msg
+        except (EOFError, OSError):
+            pass  # the child is gone: reported below once its exit status is known
+        if self.proc.poll() is not None or self._conn_closed():
+            return ("crashed", self._crash_reason())
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            self.kill()
+            return ("timeout", f"run() did not return within run_invocation_timeout={self.timeout:g}s; "
+                               "the child process was killed (raise the timeout or make the mini-batch smaller)")
+        return None
+
+    def _conn_closed(self) -> bool:
+        try:
+            return self.conn.closed
+        except Exception:
+            return True
+
+    def _crash_reason(self) -> str:
+        code = self.proc.wait()
+        self._close()
+        tail = tail_file(self.log_path)
+        reason = f"the child process running user code {describe_exit(code)}"
+        return reason + (f"; last lines of {self.log_path}:\n{tail}" if tail else f"; see {self.log_path}")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                self.proc.kill()
+            self.proc.wait()
+        self._close()
+        self.running, self.deadline = None, None
+
+    def _close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def shutdown(self, timeout: float) -> str | None:
+        """Call the script's shutdown(); returns its traceback if it failed."""
+        error = None
+        if self.conn is not None and self.proc.poll() is None:
+            try:
+                self.conn.send(("shutdown",))
+                if self.conn.poll(timeout):
+                    error = self.conn.recv()[1]
+                else:
+                    error = f"shutdown() did not return within {timeout:g}s"
+            except (EOFError, OSError):
+                error = "the child process died during shutdown()"
+        try:
+            self.proc.wait(timeout=2.0) if self.proc else None
+        except subprocess.TimeoutExpired:
+            pass
+        self.kill()
+        return error
+
+
+class InProcess:
+    """isolation = "none": user code runs in this rank. Timeouts hold for Python code only."""
+
+    def __init__(self, spec: ChildSpec, timeout: float) -> None:
+        self.code = UserCode(spec)
+        self.timeout = timeout
+        self.events: deque[tuple] = deque()
+        self.running: int | None = None
+        self.waitables: list[Any] = []
+
+    @property
+    def pid(self) -> int:
+        return os.getpid()
+
+    def start(self) -> None:
+        try:
+            self.events.append(("init_ok", self.code.init()))
+        except BaseException:
+            self.events.append(("init_err", format_exc()))
+
+    def submit(self, batch: Any, attempt: int) -> None:
+        def alarm(signum: int, frame: Any) -> None:
+            raise TimeoutError(f"run() did not return within run_invocation_timeout={self.timeout:g}s")
+
+        previous = signal.signal(signal.SIGALRM, alarm)
+        signal.setitimer(signal.ITIMER_REAL, self.timeout)
+        try:
+            result = self.code.run(batch, attempt)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        if result.error and "TimeoutError: run() did not return" in result.error:
+            self.events.append(("timeout", result.error.strip().splitlines()[-1]))
+        else:
+            self.events.append(("result", batch.id, result))
+
+    def poll(self) -> tuple | None:
+        return self.events.popleft() if self.events else None
+
+    def kill(self) -> None:
+        self.events.clear()
+
+    def shutdown(self, timeout: float) -> str | None:
+        try:
+            self.code.shutdown()
+        except BaseException:
+            return format_exc()
+        return None
+
+
+def failed_result(nitems: int, status: Status, reason: str) -> Any:
+    from .child import RunResult
+    return RunResult(status, nitems, 0, error=reason)

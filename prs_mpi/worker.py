@@ -1,0 +1,252 @@
+"""One rank's worker: a prefetch queue fed by rank 0, a supervised runner, and the write path.
+
+`Worker.step()` never blocks: it watches the runner, feeds it the next queued mini-batch, asks
+rank 0 for more work before the queue runs dry, and flushes finished rows (Report → Offset →
+Write_at → Commit). Messages from rank 0 arrive through `handle()`.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from .protocol import (Assign, Attempt, Commit, Goodbye, Leaving, Offset, Report, Request, Revoke, Revoked,
+                       Status, Stop)
+
+log = logging.getLogger(__name__)
+
+TARGET_QUEUE_SECONDS = 0.05   # for very short mini-batches, keep this much work queued
+MAX_PREFETCH = 64
+
+
+@dataclass
+class Flush:
+    flush_id: int
+    attempts: list[Attempt] = field(default_factory=list)
+    chunks: list[bytes] = field(default_factory=list)
+    nbytes: int = 0
+    header: bytes | None = None
+    opened: float = 0.0
+    has_failure: bool = False
+
+
+class Worker:
+    def __init__(self, rank: int, host: str, cfg: Any, send: Any, output: Any, runner_factory: Any,
+                 monitor: Any = None) -> None:
+        self.rank, self.host, self.cfg = rank, host, cfg
+        self.send = send                      # send(msg) → rank 0
+        self.output = output
+        self.runner_factory = runner_factory
+        self.monitor = monitor
+        self.queue: deque[tuple[Any, int]] = deque()
+        self.requested = 0
+        self.runner = runner_factory()
+        self.runner.start()
+        self.ready = False
+        self.init_failures = 0
+        self.current: tuple[Any, int, float] | None = None
+        self.buffer = Flush(0)
+        self.inflight: Flush | None = None
+        self.next_flush_id = 1
+        self.stopping: Stop | None = None
+        self.leaving = False
+        self.done = False
+        self.mean_run = 0.0
+        self.stats = {"rank": rank, "host": host, "batches": 0, "busy_seconds": 0.0, "init_seconds": 0.0,
+                      "restarts": 0, "bytes_written": 0, "write_seconds": 0.0}
+
+    # -------------------------------------------------------------- main step
+    def step(self) -> bool:
+        progressed = self._watch_runner()
+        progressed |= self._feed_runner()
+        progressed |= self._ask_for_work()
+        progressed |= self._maybe_flush()
+        progressed |= self._maybe_finish()
+        if self.monitor is not None:
+            self.monitor.maybe_sample(self.runner.pid if self.runner else None, time.time())
+        return progressed
+
+    @property
+    def waitables(self) -> list[Any]:
+        return self.runner.waitables if self.runner is not None else []
+
+    # -------------------------------------------------------------- messages from rank 0
+    def handle(self, msg: Any) -> None:
+        if isinstance(msg, Assign):
+            if self.leaving:   # assigned before rank 0 saw our Leaving: hand it straight back
+                self.send(Leaving("", tuple(b.id for b in msg.batches)))
+                return
+            self.queue.extend(zip(msg.batches, msg.attempts))
+            self.requested = max(0, self.requested - len(msg.batches))
+        elif isinstance(msg, Revoke):
+            wanted = set(msg.batch_ids)
+            kept = deque(item for item in self.queue if item[0].id not in wanted)
+            returned = tuple(item[0].id for item in self.queue if item[0].id in wanted)
+            self.queue = kept
+            self.send(Revoked(returned))
+        elif isinstance(msg, Offset):
+            self._write(msg)
+        elif isinstance(msg, Stop):
+            self.stopping = msg
+            if msg.abort:
+                self.queue.clear()
+                if self.current is not None:
+                    self.runner.kill()
+                    self.current = None
+        else:
+            raise TypeError(f"worker got an unexpected message {msg!r}")
+
+    # -------------------------------------------------------------- runner
+    def _watch_runner(self) -> bool:
+        if self.runner is None:
+            return False
+        event = self.runner.poll()
+        if event is None:
+            return False
+        kind = event[0]
+        if kind == "init_ok":
+            self.ready = True
+            self.stats["init_seconds"] += event[1]
+            log.info("init() finished in %.2fs", event[1])
+        elif kind == "init_err":
+            self._init_failed(event[1])
+        elif kind == "result":
+            self._finished(event[2])
+        elif kind in ("crashed", "timeout"):
+            if self.current is None:
+                if not self.ready:
+                    self._init_failed(event[1])
+                return True
+            status = Status.CRASHED if kind == "crashed" else Status.TIMEOUT
+            from .child import RunResult
+            self._finished(RunResult(status, self.current[0].nitems, 0, error=event[1]))
+            self._restart()
+        return True
+
+    def _init_failed(self, error: str) -> None:
+        self.init_failures += 1
+        self.ready = False
+        log.error("init() failed (%d of %d tries):\n%s", self.init_failures, self.cfg.init_max_try, error)
+        if self.init_failures >= self.cfg.init_max_try:
+            self.leaving = True
+            returned = tuple(item[0].id for item in self.queue)
+            self.queue.clear()
+            self.runner.kill()
+            self.runner = None
+            self.send(Leaving(f"init() failed {self.init_failures} times on rank {self.rank} ({self.host}); "
+                              f"last error:\n{error}", returned))
+        else:
+            self._restart()
+
+    def _restart(self) -> None:
+        self.runner.kill()
+        self.ready = False
+        self.stats["restarts"] += 1
+        if self.stopping is not None and self.stopping.abort:
+            return
+        self.runner = self.runner_factory()
+        self.runner.start()
+
+    def _feed_runner(self) -> bool:
+        if not self.ready or self.current is not None or not self.queue or self.runner is None:
+            return False
+        if self.stopping is not None and self.stopping.abort:
+            return False
+        batch, attempt = self.queue.popleft()
+        self.current = (batch, attempt, time.time())
+        self.runner.submit(batch, attempt)
+        return True
+
+    def _finished(self, result: Any) -> None:
+        batch, attempt, start = self.current
+        self.current = None
+        end = time.time()
+        att = Attempt(batch_id=batch.id, attempt=attempt, rank=self.rank, host=self.host, pid=self.runner.pid,
+                      nitems=result.nitems, succeeded=result.succeeded,
+                      failed=(result.nitems - result.succeeded) if result.status.succeeded else result.nitems,
+                      start=start, end=end, run_seconds=result.run_seconds, input_seconds=result.input_seconds,
+                      status=result.status, error=result.error, nbytes=len(result.data))
+        self.stats["batches"] += 1
+        self.stats["busy_seconds"] += end - start
+        self.mean_run = (end - start) if self.mean_run == 0 else 0.8 * self.mean_run + 0.2 * (end - start)
+        buf = self.buffer
+        if not buf.attempts:
+            buf.opened = time.monotonic()
+        buf.attempts.append(att)
+        buf.has_failure |= not att.ok
+        if result.data:
+            buf.chunks.append(result.data)
+            buf.nbytes += len(result.data)
+            if result.header is not None and buf.header is None:
+                buf.header = result.header
+        if not att.ok:
+            log.warning("mini-batch %d attempt %d %s: %s", batch.id, attempt, att.status.value,
+                        (att.error or "").strip().splitlines()[-1:] or "")
+
+    # -------------------------------------------------------------- asking for work
+    def _ask_for_work(self) -> bool:
+        if self.stopping is not None or self.leaving:
+            return False
+        depth = self.cfg.prefetch
+        if self.mean_run > 0:
+            depth = max(depth, min(MAX_PREFETCH, math.ceil(TARGET_QUEUE_SECONDS / self.mean_run)))
+        have = len(self.queue) + self.requested
+        if have > depth // 2:
+            return False
+        self.requested += depth - have
+        self.send(Request(depth - have))
+        return True
+
+    # -------------------------------------------------------------- write path
+    def _maybe_flush(self) -> bool:
+        buf = self.buffer
+        if not buf.attempts or self.inflight is not None:
+            return False
+        idle = self.current is None and not self.queue
+        due = (buf.nbytes >= self.cfg.flush_bytes or idle or self.stopping is not None
+               or time.monotonic() - buf.opened >= self.cfg.flush_interval or buf.has_failure)
+        if not due:
+            return False
+        self.send(Report(buf.flush_id, tuple(buf.attempts), buf.nbytes, buf.header))
+        if buf.nbytes:
+            self.inflight = buf
+        self.buffer = Flush(self.next_flush_id)
+        self.next_flush_id += 1
+        return True
+
+    def _write(self, msg: Offset) -> None:
+        buf = self.inflight
+        if buf is None or buf.flush_id != msg.flush_id:
+            raise RuntimeError(f"rank {self.rank}: offset for unknown flush {msg.flush_id}")
+        data = b"".join(buf.chunks)
+        if msg.header:
+            data = msg.header + data
+        seconds = self.output.write_at(msg.offset, data)
+        self.stats["bytes_written"] += len(data)
+        self.stats["write_seconds"] += seconds
+        self.inflight = None
+        self.send(Commit(msg.flush_id, seconds))
+
+    # -------------------------------------------------------------- the end
+    def _maybe_finish(self) -> bool:
+        if self.done or self.stopping is None:
+            return False
+        if self.current is not None or self.queue or self.buffer.attempts or self.inflight is not None:
+            return False
+        if self.runner is not None:
+            error = self.runner.shutdown(timeout=min(self.cfg.run_invocation_timeout, 60.0)) \
+                if not self.stopping.abort else None
+            if error:
+                log.error("shutdown() failed:\n%s", error)
+                self.stats["shutdown_error"] = error
+            if self.stopping.abort:
+                self.runner.kill()
+            self.runner = None
+        if self.monitor is not None:
+            self.monitor.close()
+        self.send(Goodbye(dict(self.stats)))
+        self.done = True
+        return True
