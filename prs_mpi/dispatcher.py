@@ -174,10 +174,14 @@ class Dispatcher:
 
     def _on_revoked(self, peer: Peer, msg: Revoked) -> None:
         peer.revoking = False
-        for bid in reversed(msg.batch_ids):
+        self._give_back(peer, msg.batch_ids)
+
+    def _give_back(self, peer: Peer, batch_ids: tuple[int, ...]) -> None:
+        """Unstarted mini-batches return to the front of the queue, in order, attempt unchanged."""
+        for bid in reversed(batch_ids):
             p = peer.outstanding.pop(bid, None)
-            if p is not None:
-                self.fresh.appendleft(p)
+            if p is not None:   # a retry keeps its "another rank first" rule
+                (self.retries if p.attempt > 1 else self.fresh).appendleft(p)
 
     def _on_report(self, peer: Peer, msg: Report) -> None:
         for a in msg.attempts:
@@ -242,10 +246,7 @@ class Dispatcher:
             log.error("rank %d (%s) leaves the job: init() keeps failing", peer.rank, peer.host)
         peer.alive = False
         peer.wants = 0
-        for bid in msg.returned:
-            p = peer.outstanding.pop(bid, None)
-            if p is not None:
-                self.fresh.appendleft(p)
+        self._give_back(peer, msg.returned)
         if not any(p.alive for p in self.peers.values()) and not self.stop_reason:
             self.begin_stop("no worker could run init(): every worker left the job. First error:\n"
                             + (msg.reason or "see logs/job_error.txt"), "failed")

@@ -150,7 +150,12 @@ class RankLoop:
         self.backoff = Backoff(max_sleep=0.002 if dispatcher is not None else 0.01)
 
     def run(self, interrupted: Any = None) -> None:
+        inject = injected_fault(self.channel.rank)
+        steps = 0
         while not self.done:
+            steps += 1
+            if inject and steps == 50:
+                raise RuntimeError(f"injected fault (PRS_MPI_INJECT={os.environ['PRS_MPI_INJECT']})")
             progressed = self._route()
             if self.dispatcher is not None:
                 if interrupted is not None and interrupted.pending():
@@ -179,6 +184,12 @@ class RankLoop:
             else:
                 self.dispatcher.handle(src, msg)
         return got
+
+
+def injected_fault(rank: int) -> bool:
+    """Fault injection for the test suite: PRS_MPI_INJECT=raise-on-rank=N makes rank N raise."""
+    spec = os.environ.get("PRS_MPI_INJECT", "")
+    return spec.startswith("raise-on-rank=") and spec.split("=", 1)[1] == str(rank)
 
 
 # ------------------------------------------------------------------ signals (rank 0)

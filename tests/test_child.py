@@ -1,0 +1,159 @@
+"""User code in the supervised child: return validation, row encoding, crashes and timeouts (no MPI)."""
+from __future__ import annotations
+
+import time
+import textwrap
+
+import pandas as pd
+import pytest
+
+from prs_mpi.child import ChildSpec, UserCode, encode_frame, encode_rows
+from prs_mpi.dataset import MiniBatchSpec
+from prs_mpi.protocol import Status
+from prs_mpi.supervisor import ChildProcess, InProcess, child_environment
+
+
+def make_spec(tmp_path, body: str, **kw) -> ChildSpec:
+    script = tmp_path / "entry.py"
+    script.write_text(textwrap.dedent(body))
+    base = dict(entry_script_path=str(script), source_directory=str(tmp_path), arguments=("--alpha", "3"),
+                output_action="append_row", append_row_format="csv", input_kind="file")
+    base.update(kw)
+    return ChildSpec(**base)
+
+
+def batch(n: int, bid: int = 0) -> MiniBatchSpec:
+    items = tuple(f"/data/x{i}.png" for i in range(n))
+    return MiniBatchSpec(id=bid, items=items, nitems=n)
+
+
+def test_list_return_becomes_lines_with_newlines_escaped():
+    assert encode_rows(["a", 1, b"b\xc3\xa9", "two\nlines\r"]) == "a\n1\nbé\ntwo\\nlines\\r\n".encode()
+
+
+def test_frame_encoding_csv_and_jsonl():
+    df = pd.DataFrame({"id": [1, 2], "text": ["x", "multi\nline"]})
+    body, header = encode_frame(df, "csv")
+    assert header == b"id,text\n"
+    assert pd.read_csv(__import__("io").BytesIO(header + body)).equals(df)
+    body, header = encode_frame(df, "jsonl")
+    assert header is None and body.count(b"\n") == 2
+
+
+def test_partial_too_many_and_wrong_types(tmp_path):
+    code = UserCode(make_spec(tmp_path, """
+        import sys
+        mode = {}
+        def init():
+            mode['args'] = sys.argv[1:]
+        def run(mini_batch):
+            n = len(mini_batch)
+            if n == 1: return None
+            if n == 2: return mini_batch + ['extra']
+            if n == 3: return mini_batch[:1]
+            if n == 4: raise ValueError('bad record in ' + mini_batch[0])
+            if n == 5: sys.exit(42)
+            return [mode['args']] * n
+    """))
+    code.init()
+    r = code.run(batch(1), 1)
+    assert r.status is Status.FAILED and "returned NoneType" in r.error
+    r = code.run(batch(2), 1)
+    assert r.status is Status.FAILED and "returned 3 elements for a mini-batch of 2" in r.error
+    r = code.run(batch(3), 1)
+    assert r.status is Status.PARTIAL and r.succeeded == 1 and r.data == b"/data/x0.png\n"
+    r = code.run(batch(4), 1)
+    assert r.status is Status.FAILED and "ValueError: bad record in /data/x0.png" in r.error
+    assert "Traceback" in r.error
+    r = code.run(batch(5), 1)
+    assert r.status is Status.FAILED and "SystemExit: 42" in r.error
+    r = code.run(batch(6), 1)
+    assert r.status is Status.OK and r.data.splitlines()[0] == b"['--alpha', '3']"
+
+
+def test_context_argument_and_dataframe_return(tmp_path):
+    code = UserCode(make_spec(tmp_path, """
+        import pandas as pd
+        def run(mini_batch, ctx):
+            return pd.DataFrame({'f': mini_batch, 'id': ctx.mini_batch_id, 'attempt': ctx.attempt})
+    """))
+    code.init()
+    r = code.run(batch(2, bid=7), 2)
+    assert r.status is Status.OK and r.header == b"f,id,attempt\n"
+    assert r.data == b"/data/x0.png,7,2\n/data/x1.png,7,2\n"
+
+
+def test_summary_only_counts_without_output(tmp_path):
+    code = UserCode(make_spec(tmp_path, "def run(b):\n    return [1] * (len(b) - 1)\n", output_action="summary_only"))
+    code.init()
+    r = code.run(batch(3), 1)
+    assert r.status is Status.PARTIAL and r.succeeded == 2 and r.data == b""
+
+
+def _drive(child: ChildProcess, deadline: float = 30.0):
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        ev = child.poll()
+        if ev is not None:
+            return ev
+        time.sleep(0.01)
+    raise AssertionError("no event from the child")
+
+
+SCRIPT = """
+import ctypes, os, sys, time
+def init():
+    print('init on stdout goes to the user log')
+def run(mini_batch):
+    what = mini_batch[0]
+    if what == 'segv': ctypes.string_at(0)
+    if what == 'exit': os._exit(3)
+    if what == 'hang_py':
+        while True: pass
+    if what == 'hang_c': ctypes.CDLL(None).sleep(100)
+    return mini_batch
+"""
+
+
+@pytest.mark.parametrize("what,kind,needle", [
+    ("segv", "crashed", "SIGSEGV"), ("exit", "crashed", "exited with code 3"),
+    ("hang_py", "timeout", "run_invocation_timeout=1s"), ("hang_c", "timeout", "run_invocation_timeout=1s")])
+def test_child_process_survives_crashes_and_hangs(tmp_path, what, kind, needle):
+    log = tmp_path / "user.log"
+    child = ChildProcess(make_spec(tmp_path, SCRIPT), child_environment({"PATH": "/usr/bin:/bin"}, {}), str(log),
+                         timeout=1.0)
+    child.start()
+    assert _drive(child)[0] == "init_ok"
+    child.submit(MiniBatchSpec(id=1, items=("ok",), nitems=1), 1)
+    ev = _drive(child)
+    assert ev[0] == "result" and ev[2].status is Status.OK
+    t0 = time.monotonic()
+    child.submit(MiniBatchSpec(id=2, items=(what,), nitems=1), 1)
+    ev = _drive(child)
+    assert ev[0] == kind and needle in ev[1], ev
+    assert time.monotonic() - t0 < 10
+    assert "init on stdout goes to the user log" in log.read_text()
+    child.kill()
+
+
+def test_child_env_strips_mpi_variables():
+    env = child_environment({"PMI_RANK": "3", "OMPI_COMM_WORLD_SIZE": "4", "HOME": "/root"}, {"X": "1"})
+    assert env == {"HOME": "/root", "X": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def test_init_failure_is_reported_with_traceback(tmp_path):
+    child = ChildProcess(make_spec(tmp_path, "def init():\n    raise RuntimeError('no model')\ndef run(b):\n    return b\n"),
+                         child_environment({"PATH": "/usr/bin:/bin"}, {}), str(tmp_path / "u.log"), timeout=5)
+    child.start()
+    ev = _drive(child)
+    assert ev[0] == "init_err" and "RuntimeError: no model" in ev[1]
+    child.kill()
+
+
+def test_in_process_timeout_for_python_code(tmp_path):
+    runner = InProcess(make_spec(tmp_path, SCRIPT), timeout=0.5)
+    runner.start()
+    assert runner.poll()[0] == "init_ok"
+    runner.submit(MiniBatchSpec(id=1, items=("hang_py",), nitems=1), 1)
+    ev = runner.poll()
+    assert ev[0] == "timeout" and "run_invocation_timeout" in ev[1]

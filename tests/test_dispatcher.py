@@ -1,0 +1,192 @@
+"""Rank 0's scheduling and failure accounting, driven message by message (no MPI)."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from prs_mpi.dataset import MiniBatchSpec
+from prs_mpi.dispatcher import Dispatcher
+from prs_mpi.protocol import (Assign, Attempt, Commit, Goodbye, Leaving, Offset, Report, Request, Revoke, Revoked,
+                              Status, Stop)
+from prs_mpi.summary import Accounting
+
+
+class FakeJournal:
+    def __init__(self):
+        self.records = []
+
+    def __getattr__(self, name):
+        return lambda *a, **k: self.records.append((name, a))
+
+
+class FakeLog:
+    first_error = None
+
+    def __init__(self):
+        self.rows = []
+
+    def attempt(self, a, write_seconds=0.0, status=None):
+        self.rows.append(a)
+
+    def error(self, where, text):
+        self.rows.append((where, text))
+
+
+def make(n_batches=10, ranks=(1, 2, 3), per=2, run_max_try=3, **acc):
+    cfg = SimpleNamespace(run_max_try=run_max_try)
+    specs = iter([MiniBatchSpec(id=i, items=tuple(f"f{i}_{j}" for j in range(per)), nitems=per)
+                  for i in range(n_batches)])
+    sent = []
+    d = Dispatcher(cfg, specs, {r: f"h{r}" for r in ranks}, lambda dest, m: sent.append((dest, m)),
+                   FakeJournal(), FakeLog(), Accounting(**acc))
+    return d, sent
+
+
+def attempt(bid, rank, status=Status.OK, attempt_no=1, succeeded=2, nitems=2, nbytes=0):
+    failed = nitems - succeeded if status.succeeded else nitems
+    return Attempt(bid, attempt_no, rank, f"h{rank}", 100 + rank, nitems, succeeded if status.succeeded else 0,
+                   failed, 0.0, 1.0, 1.0, 0.0, status, None if status.succeeded else "Boom", nbytes)
+
+
+def assigned(sent, rank):
+    return [b.id for dest, m in sent if dest == rank and isinstance(m, Assign) for b in m.batches]
+
+
+def finish(d, rank, ids, **kw):
+    d.handle(rank, Report(0, tuple(attempt(i, rank, **kw) for i in ids)))
+
+
+def test_pull_assigns_only_what_is_asked_and_everything_once():
+    d, sent = make(10)
+    d.handle(1, Request(3))
+    d.handle(2, Request(2))
+    d.step()
+    assert assigned(sent, 1) == [0, 1, 2] and assigned(sent, 2) == [3, 4]
+    d.handle(3, Request(10))
+    d.step()
+    assert assigned(sent, 3) == [5, 6, 7, 8, 9]
+    for r in (1, 2, 3):
+        finish(d, r, assigned(sent, r))
+    d.step()
+    assert d.acc.batches_ok == 10 and d.acc.items_ok == 20
+    assert any(isinstance(m, Stop) and not m.abort for _, m in sent)
+    assert not d.finished
+    for r in (1, 2, 3):
+        d.handle(r, Goodbye({}))
+    assert d.finished and d.stop_state == "succeeded"
+
+
+def test_output_offsets_are_disjoint_and_commit_after_write():
+    d, sent = make(3)
+    d.handle(1, Request(3))
+    d.step()
+    d.handle(1, Report(1, (attempt(0, 1, nbytes=10), attempt(1, 1, nbytes=5)), 15, b"h\n"))
+    d.handle(1, Report(2, (attempt(2, 1, nbytes=7),), 7, b"h\n"))
+    offs = [m for _, m in sent if isinstance(m, Offset)]
+    assert [(o.offset, o.header) for o in offs] == [(0, b"h\n"), (17, None)]
+    assert d.acc.batches_ok == 0            # not done before the bytes are written
+    d.step()
+    assert not any(isinstance(m, Stop) for _, m in sent)
+    d.handle(1, Commit(1, 0.1))
+    d.handle(1, Commit(2, 0.1))
+    assert d.acc.batches_ok == 3
+    commits = [a for name, a in d.journal.records if name == "commit"]
+    assert [(c[0], c[1], c[2]) for c in commits] == [(0, 17, 2), (17, 7, 0)]
+
+
+def test_idle_worker_steals_unstarted_batches():
+    d, sent = make(6)
+    d.handle(1, Request(6))
+    d.step()
+    assert assigned(sent, 1) == [0, 1, 2, 3, 4, 5]
+    d.handle(2, Request(2))
+    d.step()   # listing is done and nothing is left: rank 2 is idle → revoke from rank 1
+    revokes = [m for dest, m in sent if dest == 1 and isinstance(m, Revoke)]
+    assert len(revokes) == 1 and 0 not in revokes[0].batch_ids and revokes[0].batch_ids
+    # rank 1 had already started 3: it gives back only the others
+    given = tuple(i for i in revokes[0].batch_ids if i != 3)
+    d.handle(1, Revoked(given))
+    d.step()
+    assert assigned(sent, 2) == sorted(given)[:2]
+    assert set(assigned(sent, 2)).isdisjoint({0, 1, 2, 3} - set(given))
+
+
+def test_retry_goes_to_another_rank_then_fails_after_run_max_try():
+    d, sent = make(1, ranks=(1, 2), run_max_try=2)
+    d.handle(1, Request(1))
+    d.step()
+    finish(d, 1, [0], status=Status.CRASHED)
+    d.handle(1, Request(1))
+    d.step()
+    assert assigned(sent, 1) == [0]        # not again to rank 1 while rank 2 may take it
+    d.handle(2, Request(1))
+    d.step()
+    second = [m for dest, m in sent if dest == 2 and isinstance(m, Assign)]
+    assert second and second[0].attempts == (2,)
+    finish(d, 2, [0], status=Status.TIMEOUT, attempt_no=2)
+    assert d.acc.batches_failed == 1 and d.acc.items_failed == 2 and d.acc.retries == 1
+
+
+@pytest.mark.parametrize("failed_items,threshold,stops", [(10, 10, False), (11, 10, True), (1, 0, True)])
+def test_error_threshold_is_exceeded_only_above(failed_items, threshold, stops):
+    d, sent = make(40, ranks=(1,), per=1, error_threshold=threshold)
+    d.handle(1, Request(40))
+    d.step()
+    for i in range(failed_items):
+        d.handle(1, Report(0, (attempt(i, 1, succeeded=0, nitems=1),)))
+    d.step()
+    stop = [m for _, m in sent if isinstance(m, Stop)]
+    assert bool(stop) == stops
+    if stops:
+        assert stop[0].abort and "error_threshold exceeded" in stop[0].reason and d.stop_state == "failed"
+
+
+@pytest.mark.parametrize("failed,allowed,stops", [(2, 2, False), (3, 2, True)])
+def test_allowed_failed_count_boundary(failed, allowed, stops):
+    d, sent = make(10, ranks=(1,), run_max_try=1, allowed_failed_count=allowed)
+    d.handle(1, Request(10))
+    d.step()
+    finish(d, 1, list(range(failed)), status=Status.FAILED)
+    d.step()
+    assert any(isinstance(m, Stop) for _, m in sent) == stops
+
+
+@pytest.mark.parametrize("failed,pct,stops", [(2, 20.0, False), (3, 20.0, True)])
+def test_allowed_failed_percent_checked_once_listing_is_known(failed, pct, stops):
+    d, sent = make(10, ranks=(1,), run_max_try=1, allowed_failed_percent=pct)
+    d.handle(1, Request(10))
+    d.step()
+    finish(d, 1, list(range(failed)), status=Status.FAILED)
+    d.step()
+    assert any(isinstance(m, Stop) and m.abort for _, m in sent) == stops
+
+
+def test_partial_returns_count_items_not_batches():
+    d, _ = make(2, ranks=(1,), per=4)
+    d.handle(1, Request(2))
+    d.step()
+    d.handle(1, Report(0, (attempt(0, 1, Status.PARTIAL, succeeded=3, nitems=4),
+                           attempt(1, 1, succeeded=4, nitems=4))))
+    assert (d.acc.batches_ok, d.acc.batches_failed, d.acc.items_ok, d.acc.items_failed) == (2, 0, 7, 1)
+
+
+def test_leaving_worker_returns_its_queue_and_last_one_ends_the_job():
+    d, sent = make(4, ranks=(1, 2))
+    d.handle(1, Request(2))
+    d.step()
+    d.handle(1, Leaving("init() failed: ImportError: no module named tf", (0, 1)))
+    d.handle(2, Request(4))
+    d.step()
+    assert assigned(sent, 2) == [0, 1, 2, 3]
+    d.handle(2, Leaving("init() failed again", (0, 1, 2, 3)))
+    d.step()
+    stop = [m for _, m in sent if isinstance(m, Stop)]
+    assert stop and stop[0].abort and "every worker left the job" in stop[0].reason
+    assert "init() failed" in stop[0].reason
+
+
+def test_empty_input_stops_with_a_clear_reason():
+    d, sent = make(0, ranks=(1,))
+    d.step()
+    assert d.stop_state == "failed" and "input is empty" in d.stop_reason
