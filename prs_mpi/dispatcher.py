@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from .protocol import (Assign, Attempt, Commit, Fatal, Goodbye, Leaving, Offset, Report, Request, Revoke,
-                       Revoked, Stop)
+                       Revoked, Started, Stop)
 from .summary import Accounting
 
 log = logging.getLogger(__name__)
-LIST_BUDGET_SECONDS = 0.002      # listing work per loop pass, so dispatching never stalls
+LIST_BUDGET_SECONDS = 0.001      # listing work per loop pass, so dispatching never stalls
+LIST_AHEAD = 20_000              # descriptors listed ahead of demand (totals known early; memory bounded)
 
 
 @dataclass
@@ -36,20 +37,22 @@ class Peer:
     revoking: bool = False
     said_goodbye: bool = False
     current_since: float = 0.0
+    running: int | None = None
     last_error: str | None = None
     stats: dict = field(default_factory=dict)
 
 
 class Dispatcher:
     def __init__(self, cfg: Any, source: Iterator[Any], peers: dict[int, str], send: Any,
-                 journal: Any, attempts_log: Any, accounting: Accounting, skip: Any = None) -> None:
+                 journal: Any, attempts_log: Any, accounting: Accounting, admit: Any = None) -> None:
         self.cfg = cfg
         self.source = source
         self.send = send                       # send(dest, msg)
         self.journal = journal
         self.attempts_log = attempts_log
         self.acc = accounting
-        self.skip = skip or (lambda spec: False)   # resume: already committed or failed
+        # resume: 0 = already done (skip), n >= 1 = run as attempt n, -1 = fail now (killed the job run_max_try times)
+        self.admit = admit or (lambda spec: 1)
         self.peers = {r: Peer(r, h) for r, h in peers.items()}
         self.fresh: deque[Pending] = deque()
         self.retries: deque[Pending] = deque()
@@ -63,6 +66,7 @@ class Dispatcher:
         self.stop_reason: str | None = None
         self.stop_state: str | None = None
         self.stop_sent = False
+        self.hard_stop_at: float | None = None
         self.fatal: Fatal | None = None
         self.tracked: dict[int, Pending] = {}   # handed out at least once, not yet final
         self.started = time.time()
@@ -72,6 +76,7 @@ class Dispatcher:
         progressed = self._refill()
         progressed |= self._serve()
         progressed |= self._steal()
+        self._check_grace()
         self._check_thresholds()
         self._check_done()
         return progressed
@@ -88,7 +93,8 @@ class Dispatcher:
     def _refill(self) -> bool:
         if self.listing_done or self.stop_reason:
             return False
-        target = sum(max(p.wants, 1) for p in self.peers.values() if p.alive) * 2
+        demand = sum(max(p.wants, 1) for p in self.peers.values() if p.alive) * 2
+        target = max(demand, LIST_AHEAD)
         if len(self.fresh) >= target:
             return False
         deadline = time.perf_counter() + LIST_BUDGET_SECONDS
@@ -104,11 +110,15 @@ class Dispatcher:
                 break
             self.listed_batches += 1
             self.listed_items += max(spec.nitems, 0)
-            if self.skip(spec):
+            attempt = self.admit(spec)
+            if attempt == 0:
                 continue
-            self.fresh.append(Pending(spec))
+            if attempt < 0:
+                self._poison(spec)
+                continue
+            self.fresh.append(Pending(spec, attempt))
             added += 1
-        return added > 0
+        return added > 0 and len(self.fresh) - added < demand
 
     def _listing_finished(self) -> None:
         self.listing_done = True
@@ -169,8 +179,19 @@ class Dispatcher:
         return progressed
 
     # -------------------------------------------------------------- handlers
+    def _poison(self, spec: Any) -> None:
+        error = (f"mini-batch {spec.id} was running each of the {self.cfg.run_max_try} times the whole job died "
+                 "(poison pill?); it is failed without another try")
+        self.attempts_log.error(f"mini-batch {spec.id}", error)
+        self.acc.failed(spec.nitems)
+        self.journal.failed(spec.id, self.cfg.run_max_try, spec.nitems, spec.digest(), error)
+
     def _on_request(self, peer: Peer, msg: Request) -> None:
         peer.wants += msg.credits
+
+    def _on_started(self, peer: Peer, msg: Started) -> None:
+        peer.running = msg.batch_id
+        peer.current_since = time.time()
 
     def _on_revoked(self, peer: Peer, msg: Revoked) -> None:
         peer.revoking = False
@@ -186,7 +207,8 @@ class Dispatcher:
     def _on_report(self, peer: Peer, msg: Report) -> None:
         for a in msg.attempts:
             peer.outstanding.pop(a.batch_id, None)
-            peer.current_since = a.end
+            if peer.running == a.batch_id:
+                peer.running = None
             self.acc.attempts += 1
             peer.last_error = (a.error or "").strip().splitlines()[-1][:200] if a.error else peer.last_error
         failed = [a for a in msg.attempts if not a.ok]
@@ -258,7 +280,7 @@ class Dispatcher:
     def _on_fatal(self, peer: Peer, msg: Fatal) -> None:
         self.fatal = msg
 
-    _HANDLERS = {Request: _on_request, Revoked: _on_revoked, Report: _on_report, Commit: _on_commit,
+    _HANDLERS = {Request: _on_request, Started: _on_started, Revoked: _on_revoked, Report: _on_report, Commit: _on_commit,
                  Leaving: _on_leaving, Goodbye: _on_goodbye, Fatal: _on_fatal}
 
     # -------------------------------------------------------------- ending
@@ -277,17 +299,29 @@ class Dispatcher:
         self.begin_stop("", "succeeded")
 
     def begin_stop(self, reason: str, state: str) -> None:
-        """Tell every live worker to finish: normally (drain) or aborting (threshold, signal)."""
+        """Tell every worker to finish: drain (done), interrupt (signal: finish the running mini-batch
+        within grace_period) or abort (threshold, fatal: kill it)."""
         if self.stop_sent:
             return
         self.stop_reason, self.stop_state = reason or "done", state
-        abort = state != "succeeded"
-        if abort:
+        mode = {"succeeded": "drain", "interrupted": "interrupt"}.get(state, "abort")
+        if mode != "drain":
             log.error("stopping the job: %s", reason)
-        for peer in self.peers.values():
-            if peer.alive or not peer.said_goodbye:
-                self.send(peer.rank, Stop(reason, abort))
+        if mode == "interrupt":
+            self.hard_stop_at = time.monotonic() + self.cfg.grace_period
+        self._stop_all(Stop(reason, mode))
         self.stop_sent = True
+
+    def _stop_all(self, msg: Stop) -> None:
+        for peer in self.peers.values():
+            if not peer.said_goodbye:
+                self.send(peer.rank, msg)
+
+    def _check_grace(self) -> None:
+        if self.hard_stop_at is not None and time.monotonic() > self.hard_stop_at:
+            self.hard_stop_at = None
+            log.error("grace_period of %gs is over: killing the mini-batches still running", self.cfg.grace_period)
+            self._stop_all(Stop(self.stop_reason or "interrupted", "abort"))
 
     def in_flight(self) -> int:
         return sum(len(p.outstanding) for p in self.peers.values())

@@ -21,13 +21,13 @@ from . import placement as placement_mod
 from .child import ChildSpec
 from .config import JobConfig
 from .errors import EXIT_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, PrsError
+from .journal import StartLog
 from .protocol import Fatal, Tag
 from .runlog import log_paths, setup_logging
 from .transport import Backoff, Channel
 
 log = logging.getLogger(__name__)
 WORKER_TAGS = {Tag.ASSIGN, Tag.REVOKE, Tag.OFFSET, Tag.STOP}
-GOODBYE_TIMEOUT = 120.0
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,8 @@ def make_worker(cfg: JobConfig, layout: Layout, channel: Channel, output: Any) -
                                        cpus, cfg.child_memory_limit)
     monitor = ResourceMonitor(paths["perf_file"], layout.rank, layout.host, cfg.resource_monitor_interval)
     send = lambda msg: channel.send(0, msg)  # noqa: E731
-    return Worker(layout.rank, layout.host, cfg, send, output, factory, monitor)
+    start_log = StartLog(os.path.join(cfg.output_dir, ".prs"), layout.rank)
+    return Worker(layout.rank, layout.host, cfg, send, output, factory, monitor, start_log)
 
 
 def _input_options(cfg: JobConfig) -> dict[str, Any]:
@@ -221,8 +222,17 @@ class SignalFlag:
         return f"interrupted by {name}: in-flight mini-batches finished and were committed; resume with --resume"
 
 
+def ignore_stop_signals() -> None:
+    for s in SignalFlag.SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+
+
 def report_fatal_and_abort(comm: Any, layout: Layout, exc: BaseException) -> None:
     """Last resort on any rank: the real reason on stderr, then end every rank of the job."""
+    if isinstance(exc, KeyboardInterrupt):
+        sys.stderr.write(f"prs-mpi: {exc or 'interrupted'}; the journal is consistent: resume with --resume\n")
+        sys.stderr.flush()
+        comm.Abort(EXIT_INTERRUPTED)
     text = "".join(traceback.format_exception(exc))
     msg = f"prs-mpi: rank {layout.rank} on {layout.host} (pid {os.getpid()}) failed:\n{text}"
     sys.stderr.write(msg if msg.endswith("\n") else msg + "\n")

@@ -50,6 +50,43 @@ class Journal:
             self.fd = -1
 
 
+class StartLog:
+    """A worker's own record of each run() it begins, written before the child gets the mini-batch.
+
+    If that mini-batch then takes the whole job down (the rank is killed), rank 0 may never hear
+    of it; this file survives, so a resume counts the attempt and a poison pill cannot loop forever.
+    """
+
+    def __init__(self, state_dir: str, rank: int) -> None:
+        d = os.path.join(state_dir, "started")
+        os.makedirs(d, exist_ok=True)
+        self.fd = os.open(os.path.join(d, f"rank{rank}.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    def started(self, batch_id: int, attempt: int) -> None:
+        os.write(self.fd, f"{batch_id} {attempt}\n".encode())
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def read_started(state_dir: str) -> dict[int, int]:
+    """id → highest attempt begun, over every rank's start log."""
+    out: dict[int, int] = {}
+    d = os.path.join(state_dir, "started")
+    if not os.path.isdir(d):
+        return out
+    for name in os.listdir(d):
+        with open(os.path.join(d, name), "rb") as f:
+            for line in f.read().split(b"\n"):
+                parts = line.split()
+                if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
+                    bid, attempt = int(parts[0]), int(parts[1])
+                    out[bid] = max(out.get(bid, 0), attempt)
+    return out
+
+
 def read_records(state_dir: str) -> Iterator[dict[str, Any]]:
     path = os.path.join(state_dir, JOURNAL_NAME)
     try:
@@ -75,6 +112,7 @@ class JournalState:
     committed: dict[int, tuple] = field(default_factory=dict)   # id → (attempt, ok, failed, digest, off, len)
     failed: dict[int, tuple] = field(default_factory=dict)      # id → (attempt, nitems, digest, error)
     regions: list[tuple[int, int, int]] = field(default_factory=list)  # (offset, length, header bytes)
+    started: dict[int, int] = field(default_factory=dict)       # id → highest attempt begun
     end_state: str | None = None
     batches_total: int | None = None
     items_total: int | None = None
@@ -99,4 +137,5 @@ def replay(state_dir: str) -> JournalState:
             st.batches_total, st.items_total = rec["batches"], rec["items"]
         elif t == "end":
             st.end_state = rec.get("state")
+    st.started = read_started(state_dir)
     return st

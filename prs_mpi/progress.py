@@ -84,10 +84,10 @@ class Progress:
         workers = []
         for p in d.peers.values():
             state = "left" if not p.alive else ("done" if p.said_goodbye else
-                                                  ("running" if p.outstanding else "idle"))
-            workers.append({"rank": p.rank, "host": p.host, "state": state,
-                            "mini_batch": next(iter(p.outstanding), None), "queued": len(p.outstanding),
-                            "since": p.current_since or None, "last_error": p.last_error})
+                                                  ("running" if p.running is not None else "idle"))
+            workers.append({"rank": p.rank, "host": p.host, "state": state, "mini_batch": p.running,
+                            "queued": len(p.outstanding), "since": p.current_since if p.running is not None else None,
+                            "last_error": p.last_error})
         return {
             "version": 1, "state": "running" if not d.stop_sent else "stopping", "updated": now,
             "started": self.started, "interval": self.cfg.status_interval,

@@ -6,12 +6,14 @@ Flow for one worker (W) and the dispatcher (D):
     D → W  Assign(batches)           descriptors only; never data rows
     D → W  Revoke(batch_ids)         work stealing: give back what you have not started
     W → D  Revoked(batch_ids)        the ids actually given back (started ones stay)
+    W → D  Started(batch_id, attempt) run() began: the journal counts the attempt even if all dies
     W → D  Report(flush_id, attempts, nbytes, header)
                                      finished attempts; nbytes > 0 asks for an output offset
     D → W  Offset(flush_id, offset, header)  where to Write_at the flush (header first if set)
     W → D  Commit(flush_id)          the bytes are in the file: the mini-batches are done
     W → D  Leaving(reason, returned) the worker cannot go on (init failed too often)
-    D → W  Stop(reason, abort)       finish: flush, shutdown(), say Goodbye
+    D → W  Stop(reason, mode)        finish: drain | interrupt (finish the running one) | abort;
+                                     then flush, shutdown(), say Goodbye
     W → D  Goodbye(stats)            last message of a worker
     W → D  Fatal(error)              an unhandled error on a worker; D ends the job
 """
@@ -36,6 +38,7 @@ class Tag(enum.IntEnum):
     STOP = 9
     GOODBYE = 10
     FATAL = 11
+    STARTED = 12
 
 
 class Status(str, enum.Enum):
@@ -100,6 +103,12 @@ class Revoked:
 
 
 @dataclass(frozen=True)
+class Started:
+    batch_id: int
+    attempt: int
+
+
+@dataclass(frozen=True)
 class Report:
     flush_id: int
     attempts: tuple[Attempt, ...]
@@ -129,7 +138,12 @@ class Leaving:
 @dataclass(frozen=True)
 class Stop:
     reason: str
-    abort: bool = False
+    mode: str = "drain"     # drain: the queue is empty, finish | interrupt: finish the running
+                            # mini-batch, drop the queue | abort: kill the running one too
+
+    @property
+    def abort(self) -> bool:
+        return self.mode == "abort"
 
 
 @dataclass(frozen=True)
@@ -147,7 +161,7 @@ class Fatal:
 TAG_OF: dict[type, Tag] = {
     Request: Tag.REQUEST, Assign: Tag.ASSIGN, Revoke: Tag.REVOKE, Revoked: Tag.REVOKED,
     Report: Tag.REPORT, Offset: Tag.OFFSET, Commit: Tag.COMMIT, Leaving: Tag.LEAVING,
-    Stop: Tag.STOP, Goodbye: Tag.GOODBYE, Fatal: Tag.FATAL,
+    Stop: Tag.STOP, Goodbye: Tag.GOODBYE, Fatal: Tag.FATAL, Started: Tag.STARTED,
 }
 
 

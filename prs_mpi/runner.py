@@ -13,7 +13,7 @@ from typing import Any
 
 from .config import JobConfig
 from .errors import EXIT_OK, PrsError, RunStateError
-from .job import (GOODBYE_TIMEOUT, Layout, RankLoop, RunOptions, SignalFlag, discover_layout, exit_code_for,
+from .job import (Layout, RankLoop, RunOptions, SignalFlag, discover_layout, exit_code_for, ignore_stop_signals,
                   layout_warnings, make_worker, report_fatal_and_abort, runs_worker)
 from .journal import Journal, JournalState, replay
 from .runlog import AttemptLog, log_paths, setup_logging
@@ -31,56 +31,95 @@ class Prepared:
     fingerprint: str
     skip_ids: set[int] = field(default_factory=set)
     digests: dict[int, str] = field(default_factory=dict)
+    started: dict[int, int] = field(default_factory=dict)   # id → attempts begun in earlier runs
     end: int = 0
     header_written: bool = False
     acc: Accounting = field(default_factory=Accounting)
     reused_result: dict | None = None
+    note: str = ""
+
+
+# keys that change how the input is cut or how the output looks: --resume/--retry-failed need them equal
+LAYOUT_KEYS = ("input", "mini_batch_size", "partition_keys", "output_action", "append_row_file_name",
+               "append_row_format", "output_dir")
+# keys that change nothing in the results: ignored by allow_reuse
+NEUTRAL_KEYS = {"logging_level", "allow_reuse", "status_interval", "progress_interval", "resource_monitor_interval",
+                "grace_period", "process_count_per_node", "node_count", "prefetch", "flush_bytes", "flush_interval",
+                "placement", "speculative", "fsync", "job_file"}
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def code_fingerprint(cfg: JobConfig) -> str:
+    """The entry script and the source directory's small text files."""
+    h = hashlib.sha256()
+    for root, dirs, files in os.walk(cfg.source_directory):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__"
+                         and not os.path.join(root, d).startswith(cfg.output_dir))
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            if name.endswith((".py", ".toml", ".json", ".yaml", ".yml", ".cfg")) and os.path.getsize(path) <= 1 << 20:
+                with open(path, "rb") as f:
+                    h.update(path.encode() + b"\0" + f.read())
+    return h.hexdigest()[:16]
 
 
 def job_fingerprint(cfg: JobConfig) -> str:
-    """Entry script + source directory content + the resolved config that affects results."""
-    h = hashlib.sha256()
-    ignore = {"logging_level", "allow_reuse", "status_interval", "progress_interval", "resource_monitor_interval",
-              "grace_period", "process_count_per_node", "node_count", "prefetch", "flush_bytes", "flush_interval"}
-    conf = {k: v for k, v in cfg.to_dict().items() if k not in ignore}
-    h.update(json.dumps(conf, sort_keys=True, default=str).encode())
-    for root, dirs, files in os.walk(cfg.source_directory):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__"
-                         and os.path.join(root, d) != cfg.output_dir)
-        for name in sorted(files):
-            if name.endswith((".py", ".toml", ".json", ".yaml", ".yml", ".txt", ".cfg")):
-                path = os.path.join(root, name)
-                if os.path.getsize(path) <= 1 << 20:
-                    h.update(path.encode() + b"\0" + open(path, "rb").read())
-    return h.hexdigest()[:32]
+    """layout:config:code — compared part by part (see prepare_output_dir)."""
+    conf = cfg.to_dict()
+    layout = _digest({k: conf[k] for k in LAYOUT_KEYS})
+    config = _digest({k: v for k, v in conf.items() if k not in NEUTRAL_KEYS})
+    return f"{layout}:{config}:{code_fingerprint(cfg)}"
 
 
 # ------------------------------------------------------------------ output_dir states
 
 def prepare_output_dir(cfg: JobConfig, opts: RunOptions) -> Prepared:
-    state_dir = os.path.join(cfg.output_dir, STATE_DIR)
-    st = replay(state_dir)
+    """Decide what this run does with output_dir: fresh, resume, retry_failed or reuse."""
+    st = replay(os.path.join(cfg.output_dir, STATE_DIR))
     fp = job_fingerprint(cfg)
-    unfinished = st.runs > 0 and st.end_state in (None, "interrupted")
-    if (opts.resume or opts.retry_failed) and st.runs == 0:
-        raise RunStateError(f"{cfg.output_dir} holds no earlier run to continue; run without "
-                            f"{'--resume' if opts.resume else '--retry-failed'}")
-    if unfinished and not (opts.resume or opts.retry_failed):
-        raise RunStateError(f"{cfg.output_dir} holds an unfinished run; continue it with "
-                            f"`prs-mpi run {cfg.job_file} --resume`, or pick another output_dir "
-                            "(or delete that directory) to start over")
-    if opts.resume or opts.retry_failed:
-        if st.fingerprint != fp:
-            raise RunStateError(f"the job changed since the run in {cfg.output_dir} (entry script, source "
-                                "directory or config differ); --resume/--retry-failed continue the same job only: "
-                                "undo the change, or start a new run in another output_dir")
-        return _continue(cfg, st, fp, "retry_failed" if opts.retry_failed else "resume")
-    if st.runs and st.end_state == "succeeded" and cfg.allow_reuse and st.fingerprint == fp:
-        result = _read_result(cfg)
-        if result is not None and result.get("input_fingerprint") == input_fingerprint(cfg):
-            return Prepared("reused", result.get("run_id", ""), fp, reused_result=result)
+    if st.runs == 0:
+        prep = _fresh(cfg, fp)
+        if opts.resume or opts.retry_failed:
+            prep.note = f"nothing to continue in {cfg.output_dir}: starting a new run"
+        return prep
+    unfinished = st.end_state in (None, "interrupted")
+    if not (opts.resume or opts.retry_failed):
+        if unfinished:
+            raise RunStateError(f"{cfg.output_dir} holds an unfinished run; continue it with "
+                                f"`prs-mpi run {cfg.job_file} --resume`, or pick another output_dir "
+                                "(or delete that directory) to start over")
+        reused = _reusable(cfg, st, fp)
+        return reused if reused is not None else _fresh(cfg, fp)
+    old_layout = (st.fingerprint or "::").split(":")[0]
+    if old_layout != fp.split(":")[0]:
+        raise RunStateError(f"the input, mini_batch_size or output settings changed since the run in "
+                            f"{cfg.output_dir}; --resume/--retry-failed continue the same job only: undo the "
+                            "change, or start a new run in another output_dir")
+    if opts.resume and not opts.retry_failed and st.end_state == "succeeded":
+        result = _read_result(cfg) or {"items": {"succeeded": "all"}}
+        return Prepared("reused", result.get("run_id", ""), fp, reused_result=result,
+                        note="that run already finished; nothing to resume")
+    prep = _continue(cfg, st, fp, "retry_failed" if opts.retry_failed else "resume")
+    if st.fingerprint != fp:
+        prep.note = "the entry script or config changed since the earlier run; continuing with the new one"
+    return prep
+
+
+def _fresh(cfg: JobConfig, fp: str) -> Prepared:
     _clear(cfg)
     return Prepared("fresh", uuid.uuid4().hex[:12], fp)
+
+
+def _reusable(cfg: JobConfig, st: JournalState, fp: str) -> Prepared | None:
+    if not (cfg.allow_reuse and st.end_state == "succeeded" and st.fingerprint == fp):
+        return None
+    result = _read_result(cfg)
+    if result is None or result.get("input_fingerprint") != input_fingerprint(cfg):
+        return None
+    return Prepared("reused", result.get("run_id", ""), fp, reused_result=result)
 
 
 def _read_result(cfg: JobConfig) -> dict | None:
@@ -92,7 +131,7 @@ def _read_result(cfg: JobConfig) -> dict | None:
 
 
 def input_fingerprint(cfg: JobConfig) -> str:
-    """Listing with sizes and mtimes (local) — what allow_reuse compares."""
+    """The listing with sizes and mtimes (local files) — what allow_reuse compares."""
     from .dataset import iter_files
     h = hashlib.sha256()
     for path in iter_files(cfg.input.paths):
@@ -106,7 +145,7 @@ def input_fingerprint(cfg: JobConfig) -> str:
 
 def _clear(cfg: JobConfig) -> None:
     """A fresh run: earlier results in output_dir are replaced."""
-    for name in ("job_result.json", "status.json", cfg.append_row_file_name):
+    for name in ("job_result.json", "status.json", "report.html", cfg.append_row_file_name):
         try:
             os.unlink(os.path.join(cfg.output_dir, name))
         except FileNotFoundError:
@@ -116,7 +155,7 @@ def _clear(cfg: JobConfig) -> None:
 
 
 def _continue(cfg: JobConfig, st: JournalState, fp: str, mode: str) -> Prepared:
-    """Resume: keep the contiguous committed prefix of the output; everything else runs again."""
+    """Keep the contiguous committed prefix of the output; everything else runs again."""
     end = 0
     header = False
     for off, length, hdr in sorted(st.regions):
@@ -130,11 +169,13 @@ def _continue(cfg: JobConfig, st: JournalState, fp: str, mode: str) -> Prepared:
             prep.skip_ids.add(bid)
             prep.digests[bid] = digest
             prep.acc.committed(ok, failed)
-    if mode == "resume":
-        for bid, (attempt, nitems, digest, error) in st.failed.items():
+    for bid, (attempt, nitems, digest, error) in st.failed.items():
+        if mode == "resume" and bid not in prep.skip_ids:
             prep.skip_ids.add(bid)
             prep.digests[bid] = digest
             prep.acc.failed(nitems)
+    if mode == "resume":
+        prep.started = {bid: n for bid, n in st.started.items() if bid not in prep.skip_ids}
     if cfg.output_action == "append_row":
         path = cfg.output_file
         if os.path.exists(path) and os.path.getsize(path) > end:
@@ -161,13 +202,16 @@ def run_job(cfg: JobConfig, opts: RunOptions) -> int:
     error, mode = comm.bcast((error, prepared.mode if prepared else None), root=0)
     if error:
         if layout.rank == 0:
-            log.error("%s", error)
+            import sys
+            sys.stderr.write(f"prs-mpi: error: {error}\n")
         return RunStateError.exit_code
     if mode == "reused":
         return _reused(cfg, prepared) if layout.rank == 0 else EXIT_OK
     comm.Barrier()
     setup_logging(cfg.logging_level, layout.rank, layout.host, log_paths(cfg.output_dir, layout.rank,
                                                                            layout.host)["sys_log"])
+    if layout.rank != 0:
+        ignore_stop_signals()     # rank 0 decides how to stop; it tells the others
     try:
         code = _run_ranks(cfg, opts, comm, layout, prepared)
     except BaseException as exc:  # noqa: BLE001 — every exit path is explicit
@@ -212,11 +256,13 @@ def _run_rank0(cfg: JobConfig, opts: RunOptions, comm: Any, layout: Layout, prep
     acc.error_threshold, acc.allowed_failed_count = cfg.error_threshold, cfg.allowed_failed_count
     acc.allowed_failed_percent = cfg.allowed_failed_percent
     peers = {r: layout.hosts[r] for r in range(layout.size) if runs_worker(cfg, layout, r)}
-    skip = _skipper(prepared)
-    d = Dispatcher(cfg, iter_mini_batches(cfg), peers, channel.send, journal, attempts_log, acc, skip)
+    admit = _admitter(prepared, cfg.run_max_try)
+    d = Dispatcher(cfg, iter_mini_batches(cfg), peers, channel.send, journal, attempts_log, acc, admit)
     d.end, d.header_written = prepared.end, prepared.header_written
     progress = Progress(cfg, d)
     flag = SignalFlag()
+    if prepared.note:
+        log.warning("%s", prepared.note)
     log.info("job started: %d ranks on %d node(s), %d workers, mode %s, output %s", layout.size,
              len(layout.node_names), len(peers), prepared.mode, cfg.output_dir)
     loop = RankLoop(channel, worker, d, progress)
@@ -232,19 +278,21 @@ def _run_rank0(cfg: JobConfig, opts: RunOptions, comm: Any, layout: Layout, prep
     return _finish(cfg, layout, d, journal, attempts_log, progress, started, state, reason, prepared)
 
 
-def _skipper(prepared: Prepared) -> Any:
-    if not prepared.skip_ids:
+def _admitter(prepared: Prepared, run_max_try: int) -> Any:
+    """For resume: 0 = done already, n = run as attempt n, -1 = it killed the job run_max_try times."""
+    if not prepared.skip_ids and not prepared.started:
         return None
 
-    def skip(spec: Any) -> bool:
-        if spec.id not in prepared.skip_ids:
-            return False
-        if prepared.digests.get(spec.id) not in ("", None, spec.digest()):
-            raise PrsError(f"mini-batch {spec.id} holds different input than in the interrupted run "
-                           "(files added, removed or renamed): --resume needs the same input; "
-                           "start a new run in another output_dir")
-        return True
-    return skip
+    def admit(spec: Any) -> int:
+        if spec.id in prepared.skip_ids:
+            if prepared.digests.get(spec.id) not in ("", None, spec.digest()):
+                raise PrsError(f"mini-batch {spec.id} holds different input than in the earlier run "
+                               "(files added, removed or renamed): --resume needs the same input; "
+                               "start a new run in another output_dir")
+            return 0
+        begun = prepared.started.get(spec.id, 0)
+        return -1 if begun >= run_max_try else begun + 1
+    return admit
 
 
 def _finish(cfg: JobConfig, layout: Layout, d: Any, journal: Journal, attempts_log: AttemptLog, progress: Any,

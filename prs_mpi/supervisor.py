@@ -34,6 +34,15 @@ def child_environment(base: Mapping[str, str], extra: Mapping[str, str]) -> dict
     return env
 
 
+def _die_with_parent() -> None:
+    """Linux: the child gets SIGKILL when its supervisor rank dies (no orphaned GPU jobs)."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def describe_exit(returncode: int) -> str:
     if returncode < 0:
         try:
@@ -82,6 +91,7 @@ class ChildProcess:
         limit = self.memory_limit
 
         def preexec() -> None:
+            _die_with_parent()
             if limit:
                 import resource
                 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -90,7 +100,7 @@ class ChildProcess:
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", CHILD_MAIN, str(child_sock.fileno())],
                 pass_fds=(child_sock.fileno(),), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                env=self.env, start_new_session=True, preexec_fn=preexec if limit else None)
+                env=self.env, start_new_session=True, preexec_fn=preexec)
         child_sock.close()
         self.conn = Connection(parent_sock.detach())
         if self.cpus:

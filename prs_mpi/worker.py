@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .protocol import (Assign, Attempt, Commit, Goodbye, Leaving, Offset, Report, Request, Revoke, Revoked,
-                       Status, Stop)
+                       Started, Status, Stop)
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +35,13 @@ class Flush:
 
 class Worker:
     def __init__(self, rank: int, host: str, cfg: Any, send: Any, output: Any, runner_factory: Any,
-                 monitor: Any = None) -> None:
+                 monitor: Any = None, start_log: Any = None) -> None:
         self.rank, self.host, self.cfg = rank, host, cfg
         self.send = send                      # send(msg) → rank 0
         self.output = output
         self.runner_factory = runner_factory
         self.monitor = monitor
+        self.start_log = start_log
         self.queue: deque[tuple[Any, int]] = deque()
         self.requested = 0
         self.runner = runner_factory()
@@ -91,11 +92,10 @@ class Worker:
             self._write(msg)
         elif isinstance(msg, Stop):
             self.stopping = msg
-            if msg.abort:
-                self.queue.clear()
-                if self.current is not None:
-                    self.runner.kill()
-                    self.current = None
+            self.queue.clear()        # unstarted work stays uncommitted: a resume runs it
+            if msg.abort and self.current is not None:
+                self.runner.kill()
+                self.current = None
         else:
             raise TypeError(f"worker got an unexpected message {msg!r}")
 
@@ -157,6 +157,9 @@ class Worker:
             return False
         batch, attempt = self.queue.popleft()
         self.current = (batch, attempt, time.time())
+        if self.start_log is not None:
+            self.start_log.started(batch.id, attempt)
+        self.send(Started(batch.id, attempt))
         self.runner.submit(batch, attempt)
         return True
 
@@ -237,8 +240,8 @@ class Worker:
         if self.current is not None or self.queue or self.buffer.attempts or self.inflight is not None:
             return False
         if self.runner is not None:
-            error = self.runner.shutdown(timeout=min(self.cfg.run_invocation_timeout, 60.0)) \
-                if not self.stopping.abort else None
+            budget = 10.0 if self.stopping.mode == "interrupt" else min(self.cfg.run_invocation_timeout, 60.0)
+            error = self.runner.shutdown(timeout=budget) if self.ready and not self.stopping.abort else None
             if error:
                 log.error("shutdown() failed:\n%s", error)
                 self.stats["shutdown_error"] = error
@@ -247,6 +250,8 @@ class Worker:
             self.runner = None
         if self.monitor is not None:
             self.monitor.close()
+        if self.start_log is not None:
+            self.start_log.close()
         self.send(Goodbye(dict(self.stats)))
         self.done = True
         return True

@@ -12,6 +12,12 @@ import os
 import time
 from typing import Any
 
+from .errors import PrsError
+
+
+class OutputError(PrsError):
+    """The append file cannot be written (disk full, read-only, quota)."""
+
 
 class OutputFile:
     """One shared file; every rank opens it (collective), writes its ranges, closes (collective)."""
@@ -21,7 +27,11 @@ class OutputFile:
         self.path = path
         self.fsync = fsync
         amode = MPI.MODE_WRONLY | MPI.MODE_CREATE
-        self.fh = MPI.File.Open(comm, path, amode)
+        try:
+            self.fh = MPI.File.Open(comm, path, amode)
+        except MPI.Exception as exc:
+            raise OutputError(f"cannot open the append file {path}: {exc.Get_error_string()}; check that "
+                              "output_dir is writable and on a file system every rank can reach") from None
         self.bytes_written = 0
         self.seconds = 0.0
 
@@ -29,18 +39,23 @@ class OutputFile:
         """Write `data` at `offset`; returns the seconds it took."""
         t0 = time.perf_counter()
         view = memoryview(data)
-        while view:
-            # MPI counts are C ints: write in chunks below 2 GiB
-            chunk = view[: 1 << 30]
-            self.fh.Write_at(offset, chunk)
-            offset += len(chunk)
-            view = view[len(chunk):]
-        if self.fsync:
-            fd = os.open(self.path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        try:
+            while view:
+                # MPI counts are C ints: write in chunks below 2 GiB
+                chunk = view[: 1 << 30]
+                self.fh.Write_at(offset, chunk)
+                offset += len(chunk)
+                view = view[len(chunk):]
+            if self.fsync:
+                fd = os.open(self.path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        except Exception as exc:
+            raise OutputError(f"writing {len(data)} result bytes to {self.path} at offset {offset} failed: {exc}; "
+                              "free disk space or fix the permissions of output_dir, then run again with "
+                              "--resume (committed results are kept)") from exc
         dt = time.perf_counter() - t0
         self.bytes_written += len(data)
         self.seconds += dt
