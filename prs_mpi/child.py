@@ -6,6 +6,8 @@ MPI: the child is a plain process, so a crash in it cannot take the MPI job down
 """
 from __future__ import annotations
 
+from .compact import Compact
+
 import importlib.util
 import inspect
 import io
@@ -38,9 +40,9 @@ class ChildSpec:
     rank: int = 0
 
 
-@dataclass(frozen=True)
-class RunResult:
-    status: Status
+@dataclass(slots=True)
+class RunResult(Compact):
+    status: str                    # a Status value, as a plain str (cheap to pickle)
     nitems: int
     succeeded: int
     data: bytes = b""
@@ -48,6 +50,9 @@ class RunResult:
     error: str | None = None
     run_seconds: float = 0.0
     input_seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.status = str(self.status)
 
 
 def format_exc(limit_chars: int = MAX_ERROR_CHARS) -> str:

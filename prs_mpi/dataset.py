@@ -1,6 +1,8 @@
 """Input listing and partitioning into mini-batch descriptors (lazy; no MPI, no data rows read)."""
 from __future__ import annotations
 
+from .compact import Compact
+
 import fnmatch
 import hashlib
 import itertools
@@ -13,8 +15,8 @@ from .config import JobConfig
 from .errors import InputError
 
 
-@dataclass(frozen=True)
-class MiniBatchSpec:
+@dataclass(frozen=True, slots=True)
+class MiniBatchSpec(Compact):
     """What rank 0 sends: small metadata, never data rows."""
 
     id: int

@@ -254,13 +254,13 @@ class Dispatcher:
             retry = Pending(p.spec, a.attempt + 1, p.tried | {a.rank})
             self.tracked[a.batch_id] = retry
             self.retries.append(retry)
-            log.info("mini-batch %d attempt %d %s on rank %d; retrying", a.batch_id, a.attempt, a.status.value, a.rank)
+            log.info("mini-batch %d attempt %d %s on rank %d; retrying", a.batch_id, a.attempt, a.status, a.rank)
             return
         del self.tracked[a.batch_id]
         self.acc.failed(a.nitems)
         self.journal.failed(a.batch_id, a.attempt, a.nitems, p.spec.digest(), a.error or "")
         log.warning("mini-batch %d failed after %d attempts: %s", a.batch_id, a.attempt,
-                    (a.error or "").strip().splitlines()[-1:] or a.status.value)
+                    (a.error or "").strip().splitlines()[-1:] or a.status)
 
     def _on_leaving(self, peer: Peer, msg: Leaving) -> None:
         if peer.alive and msg.reason:

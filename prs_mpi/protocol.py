@@ -19,6 +19,8 @@ Flow for one worker (W) and the dispatcher (D):
 """
 from __future__ import annotations
 
+from .compact import Compact
+
 import enum
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,7 +43,7 @@ class Tag(enum.IntEnum):
     STARTED = 12
 
 
-class Status(str, enum.Enum):
+class Status(enum.StrEnum):
     """Outcome of one attempt at a mini-batch (the `status` column of processed_mini_batches.csv)."""
 
     OK = "ok"              # every item returned
@@ -52,12 +54,16 @@ class Status(str, enum.Enum):
 
     @property
     def succeeded(self) -> bool:
-        return self in (Status.OK, Status.PARTIAL)
+        return self in SUCCEEDED
 
 
-@dataclass(frozen=True)
-class Attempt:
-    """One run() call on one mini-batch, as the worker saw it."""
+SUCCEEDED = frozenset({"ok", "partial"})
+
+
+@dataclass(slots=True)
+class Attempt(Compact):
+    """One run() call on one mini-batch, as the worker saw it (treated as immutable; slots and a
+    plain-str status because one is pickled per mini-batch)."""
 
     batch_id: int
     attempt: int
@@ -71,14 +77,17 @@ class Attempt:
     end: float
     run_seconds: float
     input_seconds: float
-    status: Status
+    status: str                    # a Status value
     error: str | None = None       # full traceback / reason, for job_error.txt
     nbytes: int = 0                # bytes of output rows this attempt adds to the flush
     write_seconds: float = 0.0
 
+    def __post_init__(self) -> None:
+        self.status = str(self.status)
+
     @property
     def ok(self) -> bool:
-        return self.status.succeeded
+        return self.status in SUCCEEDED
 
 
 @dataclass(frozen=True)

@@ -89,9 +89,9 @@ class AttemptLog:
         summary = (a.error or "").strip().splitlines()[-1:] if a.error else []
         self.writer.writerow([a.batch_id, a.attempt, a.rank, a.host, a.pid, a.nitems, a.succeeded, a.failed,
                               f"{a.start:.6f}", f"{a.end:.6f}", f"{a.run_seconds:.6f}", f"{a.input_seconds:.6f}",
-                              f"{write_seconds:.6f}", status or a.status.value, summary[0][:300] if summary else ""])
+                              f"{write_seconds:.6f}", status or a.status, summary[0][:300] if summary else ""])
         if a.error:
-            self.error(f"mini-batch {a.batch_id} attempt {a.attempt} {a.status.value} on rank {a.rank} "
+            self.error(f"mini-batch {a.batch_id} attempt {a.attempt} {a.status} on rank {a.rank} "
                        f"({a.host}, pid {a.pid})", a.error)
 
     def error(self, where: str, text: str) -> None:

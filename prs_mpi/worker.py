@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .protocol import (Assign, Attempt, Commit, Goodbye, Leaving, Offset, Report, Request, Revoke, Revoked,
-                       Started, Status, Stop)
+                       Started, Status, Stop, SUCCEEDED)
 
 log = logging.getLogger(__name__)
 
 TARGET_QUEUE_SECONDS = 0.05   # for very short mini-batches, keep this much work queued
 MAX_PREFETCH = 64
+STARTED_EVERY = 0.2           # tell rank 0 what runs at most this often (tiny mini-batches)
 
 
 @dataclass
@@ -56,6 +57,7 @@ class Worker:
         self.leaving = False
         self.done = False
         self.mean_run = 0.0
+        self.last_started = 0.0
         self.stats = {"rank": rank, "host": host, "batches": 0, "busy_seconds": 0.0, "init_seconds": 0.0,
                       "restarts": 0, "bytes_written": 0, "write_seconds": 0.0}
 
@@ -159,7 +161,10 @@ class Worker:
         self.current = (batch, attempt, time.time())
         if self.start_log is not None:
             self.start_log.started(batch.id, attempt)
-        self.send(Started(batch.id, attempt))
+        now = time.monotonic()
+        if attempt > 1 or now - self.last_started >= STARTED_EVERY:   # for status.json; rate-limited
+            self.last_started = now
+            self.send(Started(batch.id, attempt))
         self.runner.submit(batch, attempt)
         return True
 
@@ -169,7 +174,7 @@ class Worker:
         end = time.time()
         att = Attempt(batch_id=batch.id, attempt=attempt, rank=self.rank, host=self.host, pid=self.runner.pid,
                       nitems=result.nitems, succeeded=result.succeeded,
-                      failed=(result.nitems - result.succeeded) if result.status.succeeded else result.nitems,
+                      failed=(result.nitems - result.succeeded) if result.status in SUCCEEDED else result.nitems,
                       start=start, end=end, run_seconds=result.run_seconds, input_seconds=result.input_seconds,
                       status=result.status, error=result.error, nbytes=len(result.data))
         self.stats["batches"] += 1
@@ -186,7 +191,7 @@ class Worker:
             if result.header is not None and buf.header is None:
                 buf.header = result.header
         if not att.ok:
-            log.warning("mini-batch %d attempt %d %s: %s", batch.id, attempt, att.status.value,
+            log.warning("mini-batch %d attempt %d %s: %s", batch.id, attempt, att.status,
                         (att.error or "").strip().splitlines()[-1:] or "")
 
     # -------------------------------------------------------------- asking for work

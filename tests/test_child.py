@@ -57,18 +57,18 @@ def test_partial_too_many_and_wrong_types(tmp_path):
     """))
     code.init()
     r = code.run(batch(1), 1)
-    assert r.status is Status.FAILED and "returned NoneType" in r.error
+    assert r.status == Status.FAILED and "returned NoneType" in r.error
     r = code.run(batch(2), 1)
-    assert r.status is Status.FAILED and "returned 3 elements for a mini-batch of 2" in r.error
+    assert r.status == Status.FAILED and "returned 3 elements for a mini-batch of 2" in r.error
     r = code.run(batch(3), 1)
-    assert r.status is Status.PARTIAL and r.succeeded == 1 and r.data == b"/data/x0.png\n"
+    assert r.status == Status.PARTIAL and r.succeeded == 1 and r.data == b"/data/x0.png\n"
     r = code.run(batch(4), 1)
-    assert r.status is Status.FAILED and "ValueError: bad record in /data/x0.png" in r.error
+    assert r.status == Status.FAILED and "ValueError: bad record in /data/x0.png" in r.error
     assert "Traceback" in r.error
     r = code.run(batch(5), 1)
-    assert r.status is Status.FAILED and "SystemExit: 42" in r.error
+    assert r.status == Status.FAILED and "SystemExit: 42" in r.error
     r = code.run(batch(6), 1)
-    assert r.status is Status.OK and r.data.splitlines()[0] == b"['--alpha', '3']"
+    assert r.status == Status.OK and r.data.splitlines()[0] == b"['--alpha', '3']"
 
 
 def test_context_argument_and_dataframe_return(tmp_path):
@@ -79,7 +79,7 @@ def test_context_argument_and_dataframe_return(tmp_path):
     """))
     code.init()
     r = code.run(batch(2, bid=7), 2)
-    assert r.status is Status.OK and r.header == b"f,id,attempt\n"
+    assert r.status == Status.OK and r.header == b"f,id,attempt\n"
     assert r.data == b"/data/x0.png,7,2\n/data/x1.png,7,2\n"
 
 
@@ -87,7 +87,7 @@ def test_summary_only_counts_without_output(tmp_path):
     code = UserCode(make_spec(tmp_path, "def run(b):\n    return [1] * (len(b) - 1)\n", output_action="summary_only"))
     code.init()
     r = code.run(batch(3), 1)
-    assert r.status is Status.PARTIAL and r.succeeded == 2 and r.data == b""
+    assert r.status == Status.PARTIAL and r.succeeded == 2 and r.data == b""
 
 
 def _drive(child: ChildProcess, deadline: float = 30.0):
@@ -126,7 +126,7 @@ def test_child_process_survives_crashes_and_hangs(tmp_path, what, kind, needle):
     assert _drive(child)[0] == "init_ok"
     child.submit(MiniBatchSpec(id=1, items=("ok",), nitems=1), 1)
     ev = _drive(child)
-    assert ev[0] == "result" and ev[2].status is Status.OK
+    assert ev[0] == "result" and ev[2].status == Status.OK
     t0 = time.monotonic()
     child.submit(MiniBatchSpec(id=2, items=(what,), nitems=1), 1)
     ev = _drive(child)
