@@ -38,6 +38,7 @@ class ChildSpec:
     scratch_dir: str | None = None
     compat: str | None = None
     rank: int = 0
+    state_dir: str | None = None     # where the start log lives (see journal.StartLog)
 
 
 @dataclass(slots=True)
@@ -67,6 +68,7 @@ class UserCode:
         self.spec = spec
         self.module: Any = None
         self._run_takes_context = False
+        self._start_log: Any = None
 
     # -------------------------------------------------------------- lifecycle
     def init(self) -> float:
@@ -97,6 +99,11 @@ class UserCode:
 
     # -------------------------------------------------------------- one mini-batch
     def run(self, batch: Any, attempt: int) -> RunResult:
+        if self.spec.state_dir is not None:
+            if self._start_log is None:
+                from .journal import StartLog
+                self._start_log = StartLog(self.spec.state_dir, self.spec.rank)
+            self._start_log.started(batch.id, attempt)    # before user code: survives a job-killing crash
         t0 = time.perf_counter()
         nitems = batch.nitems
         try:
@@ -220,7 +227,11 @@ def serve(conn: Any) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import signal
     from multiprocessing.connection import Connection
+    # Slurm hands its signals to every process of the step: stopping is the supervisor's business
+    for sig in (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
     argv = sys.argv[1:] if argv is None else argv
     conn = Connection(int(argv[0]))
     return serve(conn)

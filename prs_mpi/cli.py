@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--partition", default=None)
     sm.add_argument("--account", default=None)
     sm.add_argument("--launcher", choices=("srun", "mpiexec"), default="srun")
+    sm.add_argument("--srun-mpi", choices=("pmi2", "pmix"), default="pmi2",
+                    help="srun's --mpi plugin: pmi2 for MPICH, pmix for Open MPI")
     sm.add_argument("--wait", action="store_true", help="follow the job to its end; exit with its result")
     sm.add_argument("extra", nargs="*", help="after --: extra sbatch arguments")
     return parser
@@ -64,6 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
         argv.insert(0, "run")              # `prs-mpi job.toml` == `prs-mpi run job.toml`
     args = build_parser().parse_args(argv)
+    if getattr(args, "inputs", None):   # command-line paths are relative to the current directory
+        args.inputs = [p if p.startswith(("@", "/")) or "://" in p else os.path.abspath(p) for p in args.inputs]
+        args.inputs = ["@" + os.path.abspath(p[1:]) if p.startswith("@") else p for p in args.inputs]
     try:
         return int(_dispatch(args) or 0)
     except PrsError as exc:
@@ -72,6 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("prs-mpi: interrupted\n")
         return 130
+    except BrokenPipeError:            # `prs-mpi report DIR | head`
+        sys.stderr.close()
+        return EXIT_OK
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -172,7 +180,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
                                 ntasks_per_node=args.ntasks_per_node or cfg.process_count_per_node or 1,
                                 gpus_per_node=args.gpus_per_node, time=args.time, partition=args.partition,
                                 account=args.account, extra_args=args.extra, launcher=args.launcher,
-                                run_args=run_args)
+                                run_args=run_args, srun_mpi=args.srun_mpi)
     script = submit.write_script(text, cfg.output_dir)
     job_id = submit.submit(script)
     print(f"prs-mpi: submitted Slurm job {job_id} (script {script}); follow it with "

@@ -59,6 +59,7 @@ class Dispatcher:
         self.listing_done = False
         self.listed_batches = 0
         self.listed_items = 0
+        self.counts_known = True               # tabular CSV slices learn their row count when read
         self.end = 0                            # next free byte of the append file
         self.header_written = False
         self.flushes: dict[tuple[int, int], Report] = {}
@@ -110,6 +111,7 @@ class Dispatcher:
                 break
             self.listed_batches += 1
             self.listed_items += max(spec.nitems, 0)
+            self.counts_known &= spec.nitems >= 0
             attempt = self.admit(spec)
             if attempt == 0:
                 continue
@@ -123,7 +125,7 @@ class Dispatcher:
     def _listing_finished(self) -> None:
         self.listing_done = True
         self.acc.batches_total = self.listed_batches
-        self.acc.items_total = self.listed_items
+        self.acc.items_total = self.listed_items if self.counts_known else None
         self.journal.listing(self.listed_batches, self.listed_items)
         log.info("listing finished: %d mini-batches, %d items", self.listed_batches, self.listed_items)
         if self.listed_batches == 0:

@@ -69,7 +69,10 @@ def runs_worker(cfg: JobConfig, layout: Layout, rank: int) -> bool:
 
 
 def layout_warnings(cfg: JobConfig, layout: Layout) -> list[str]:
-    out = []
+    out = placement_mod.allocation_mismatches(placement_mod.allocation_from_env(os.environ), cfg.node_count,
+                                              cfg.process_count_per_node)
+    if out:
+        return out
     if cfg.node_count is not None and cfg.node_count != len(layout.node_names):
         out.append(f"node_count = {cfg.node_count} in {cfg.job_file} but the launcher started ranks on "
                    f"{len(layout.node_names)} node(s) ({', '.join(layout.node_names)}); running on those "
@@ -94,15 +97,17 @@ def make_worker(cfg: JobConfig, layout: Layout, channel: Channel, output: Any) -
     pcfg = placement_mod.PlacementConfig(**{k: getattr(cfg.placement, k) for k in
                                             ("device", "gpus_per_worker", "gpu_sharing", "cpus_per_worker",
                                              "pin_cpus")})
-    topo = placement_mod.local_topology(layout.local_rank, layout.local_size, os.environ)
-    place = placement_mod.plan(layout.rank, topo, pcfg, os.environ)
+    penv = {**os.environ, **cfg.environment_variables}   # a CUDA_VISIBLE_DEVICES in the job file counts
+    topo = placement_mod.local_topology(layout.local_rank, layout.local_size, penv)
+    place = placement_mod.plan(layout.rank, topo, pcfg, penv)
     log.info("placement: %s", placement_mod.format_plan([place]).splitlines()[-1])
     spec = ChildSpec(entry_script_path=cfg.entry_script_path, source_directory=cfg.source_directory,
                      arguments=tuple(cfg.arguments) + side_input_arguments(cfg), output_action=cfg.output_action,
                      append_row_format=cfg.append_row_format, input_kind=cfg.input.kind,
                      input_options=_input_options(cfg), input_mode=cfg.input.input_mode,
-                     scratch_dir=cfg.input.scratch_dir, compat=cfg.compat, rank=layout.rank)
-    env = child_environment(os.environ, {**cfg.environment_variables, **place.env, **context_env(cfg, layout)})
+                     scratch_dir=cfg.input.scratch_dir, compat=cfg.compat, rank=layout.rank,
+                     state_dir=os.path.join(cfg.output_dir, ".prs"))
+    env = child_environment(os.environ, {**place.env, **cfg.environment_variables, **context_env(cfg, layout)})
     if cfg.isolation == "none":
         os.environ.update({**cfg.environment_variables, **context_env(cfg, layout)})
         factory = lambda: InProcess(spec, cfg.run_invocation_timeout)  # noqa: E731

@@ -51,10 +51,11 @@ class Journal:
 
 
 class StartLog:
-    """A worker's own record of each run() it begins, written before the child gets the mini-batch.
+    """Per-rank record of attempts: `S id attempt` written by the child just before run(), `E id
+    attempt` by the supervisor once it saw the attempt end (result, crash or timeout).
 
-    If that mini-batch then takes the whole job down (the rank is killed), rank 0 may never hear
-    of it; this file survives, so a resume counts the attempt and a poison pill cannot loop forever.
+    An attempt with an S and no E was running when the whole job died. Rank 0 may never have heard
+    of it, but this file survives: a resume counts the attempt, so a poison pill cannot loop forever.
     """
 
     def __init__(self, state_dir: str, rank: int) -> None:
@@ -63,7 +64,11 @@ class StartLog:
         self.fd = os.open(os.path.join(d, f"rank{rank}.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
     def started(self, batch_id: int, attempt: int) -> None:
-        os.write(self.fd, f"{batch_id} {attempt}\n".encode())
+        os.write(self.fd, f"S {batch_id} {attempt}\n".encode())
+
+    def ended(self, batch_id: int, attempt: int) -> None:
+        """run() returned (whatever it returned): this attempt did not take the job down."""
+        os.write(self.fd, f"E {batch_id} {attempt}\n".encode())
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -72,18 +77,22 @@ class StartLog:
 
 
 def read_started(state_dir: str) -> dict[int, int]:
-    """id → highest attempt begun, over every rank's start log."""
-    out: dict[int, int] = {}
+    """id → attempts that began and never returned (the job died under them), over every rank's log."""
+    begun: dict[tuple[int, int], int] = {}
     d = os.path.join(state_dir, "started")
     if not os.path.isdir(d):
-        return out
+        return {}
     for name in os.listdir(d):
         with open(os.path.join(d, name), "rb") as f:
             for line in f.read().split(b"\n"):
                 parts = line.split()
-                if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
-                    bid, attempt = int(parts[0]), int(parts[1])
-                    out[bid] = max(out.get(bid, 0), attempt)
+                if len(parts) == 3 and parts[0] in (b"S", b"E") and parts[1].isdigit() and parts[2].isdigit():
+                    key = (int(parts[1]), int(parts[2]))
+                    begun[key] = begun.get(key, 0) + (1 if parts[0] == b"S" else -1)
+    out: dict[int, int] = {}
+    for (bid, _attempt), open_count in begun.items():
+        if open_count > 0:
+            out[bid] = out.get(bid, 0) + open_count
     return out
 
 

@@ -55,6 +55,7 @@ class Progress:
         if force or mono >= self.next_status:
             self.next_status = mono + self.cfg.status_interval
             write_status(self.status_path, self.status(now))
+            self.d.attempts_log.flush()      # `prs-mpi report` on a running job sees the attempts so far
 
     def line(self, now: float) -> str:
         acc = self.d.acc
@@ -99,6 +100,7 @@ class Progress:
             "rate_items_per_s": round(rate, 3), "eta_seconds": self.eta(rate),
             "workers": workers, "thresholds_left": acc.left(),
             "output_dir": self.cfg.output_dir,
+            "output_file": self.cfg.output_file if self.cfg.output_action == "append_row" else None,
         }
 
     def close(self) -> None:

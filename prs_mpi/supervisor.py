@@ -76,7 +76,7 @@ class ChildProcess:
         self.proc: subprocess.Popen | None = None
         self.conn: Connection | None = None
         self.deadline: float | None = None
-        self.running: int | None = None
+        self.running: deque[int] = deque()     # ids handed to the child, in order
 
     @property
     def pid(self) -> int:
@@ -113,8 +113,9 @@ class ChildProcess:
         self.deadline = None
 
     def submit(self, batch: Any, attempt: int) -> None:
-        self.running = batch.id
-        self.deadline = time.monotonic() + self.timeout
+        if not self.running:
+            self.deadline = time.monotonic() + self.timeout
+        self.running.append(batch.id)
         self.conn.send(("run", batch, attempt))
 
     def poll(self) -> tuple | None:
@@ -124,7 +125,8 @@ class ChildProcess:
             if self.conn.poll(0):
                 msg = self.conn.recv()
                 if msg[0] == "result":
-                    self.running, self.deadline = None, None
+                    self.running.popleft()
+                    self.deadline = time.monotonic() + self.timeout if self.running else None
                 return msg
         except (EOFError, OSError):
             pass  # the child is gone: reported below once its exit status is known
@@ -157,7 +159,8 @@ class ChildProcess:
                 self.proc.kill()
             self.proc.wait()
         self._close()
-        self.running, self.deadline = None, None
+        self.running.clear()
+        self.deadline = None
 
     def _close(self) -> None:
         if self.conn is not None:
@@ -191,7 +194,6 @@ class InProcess:
         self.code = UserCode(spec)
         self.timeout = timeout
         self.events: deque[tuple] = deque()
-        self.running: int | None = None
         self.waitables: list[Any] = []
 
     @property

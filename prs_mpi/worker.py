@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 TARGET_QUEUE_SECONDS = 0.05   # for very short mini-batches, keep this much work queued
 MAX_PREFETCH = 64
+PIPELINE = 2                  # mini-batches handed to the runner at once: the child never waits for us
 STARTED_EVERY = 0.2           # tell rank 0 what runs at most this often (tiny mini-batches)
 
 
@@ -49,7 +50,7 @@ class Worker:
         self.runner.start()
         self.ready = False
         self.init_failures = 0
-        self.current: tuple[Any, int, float] | None = None
+        self.running: deque[list] = deque()   # [batch, attempt, start] handed to the runner, in order
         self.buffer = Flush(0)
         self.inflight: Flush | None = None
         self.next_flush_id = 1
@@ -95,9 +96,9 @@ class Worker:
         elif isinstance(msg, Stop):
             self.stopping = msg
             self.queue.clear()        # unstarted work stays uncommitted: a resume runs it
-            if msg.abort and self.current is not None:
+            if msg.abort and self.running:
                 self.runner.kill()
-                self.current = None
+                self.running.clear()
         else:
             raise TypeError(f"worker got an unexpected message {msg!r}")
 
@@ -118,13 +119,16 @@ class Worker:
         elif kind == "result":
             self._finished(event[2])
         elif kind in ("crashed", "timeout"):
-            if self.current is None:
+            if not self.running:
                 if not self.ready:
                     self._init_failed(event[1])
                 return True
             status = Status.CRASHED if kind == "crashed" else Status.TIMEOUT
             from .child import RunResult
-            self._finished(RunResult(status, self.current[0].nitems, 0, error=event[1]))
+            self._finished(RunResult(status, self.running[0][0].nitems, 0, error=event[1]))
+            while self.running:          # handed over but never begun: back to the queue, no attempt used
+                batch, attempt, _ = self.running.pop()
+                self.queue.appendleft((batch, attempt))
             self._restart()
         return True
 
@@ -153,14 +157,12 @@ class Worker:
         self.runner.start()
 
     def _feed_runner(self) -> bool:
-        if not self.ready or self.current is not None or not self.queue or self.runner is None:
+        if not self.ready or not self.queue or self.runner is None or len(self.running) >= PIPELINE:
             return False
         if self.stopping is not None and self.stopping.abort:
             return False
         batch, attempt = self.queue.popleft()
-        self.current = (batch, attempt, time.time())
-        if self.start_log is not None:
-            self.start_log.started(batch.id, attempt)
+        self.running.append([batch, attempt, time.time()])
         now = time.monotonic()
         if attempt > 1 or now - self.last_started >= STARTED_EVERY:   # for status.json; rate-limited
             self.last_started = now
@@ -169,9 +171,12 @@ class Worker:
         return True
 
     def _finished(self, result: Any) -> None:
-        batch, attempt, start = self.current
-        self.current = None
+        batch, attempt, start = self.running.popleft()
+        if self.start_log is not None:   # the supervisor saw the attempt end: not a death of the whole job
+            self.start_log.ended(batch.id, attempt)
         end = time.time()
+        if self.running:
+            self.running[0][2] = end       # the child begins the next one now
         att = Attempt(batch_id=batch.id, attempt=attempt, rank=self.rank, host=self.host, pid=self.runner.pid,
                       nitems=result.nitems, succeeded=result.succeeded,
                       failed=(result.nitems - result.succeeded) if result.status in SUCCEEDED else result.nitems,
@@ -213,7 +218,7 @@ class Worker:
         buf = self.buffer
         if not buf.attempts or self.inflight is not None:
             return False
-        idle = self.current is None and not self.queue
+        idle = not self.running and not self.queue
         due = (buf.nbytes >= self.cfg.flush_bytes or idle or self.stopping is not None
                or time.monotonic() - buf.opened >= self.cfg.flush_interval or buf.has_failure)
         if not due:
@@ -242,7 +247,7 @@ class Worker:
     def _maybe_finish(self) -> bool:
         if self.done or self.stopping is None:
             return False
-        if self.current is not None or self.queue or self.buffer.attempts or self.inflight is not None:
+        if self.running or self.queue or self.buffer.attempts or self.inflight is not None:
             return False
         if self.runner is not None:
             budget = 10.0 if self.stopping.mode == "interrupt" else min(self.cfg.run_invocation_timeout, 60.0)
@@ -255,8 +260,6 @@ class Worker:
             self.runner = None
         if self.monitor is not None:
             self.monitor.close()
-        if self.start_log is not None:
-            self.start_log.close()
         self.send(Goodbye(dict(self.stats)))
         self.done = True
         return True
