@@ -98,6 +98,9 @@ class Worker:
             self.queue.clear()        # unstarted work stays uncommitted: a resume runs it
             if msg.abort and self.running:
                 self.runner.kill()
+                for batch, attempt, _ in self.running:   # stopped on purpose: no attempt is charged
+                    if self.start_log is not None:
+                        self.start_log.ended(batch.id, attempt)
                 self.running.clear()
         else:
             raise TypeError(f"worker got an unexpected message {msg!r}")
