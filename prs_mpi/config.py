@@ -97,7 +97,6 @@ class JobConfig:
     progress_interval: float = 30.0
     resource_monitor_interval: float = 10.0
     grace_period: float = 60.0
-    speculative: bool = False
     compat: str | None = None
     partition_keys: tuple[str, ...] = ()
     side_inputs: Mapping[str, str] = field(default_factory=dict)
@@ -225,7 +224,6 @@ TOP_LEVEL: dict[str, tuple[str, Any]] = {
     "progress_interval": ("a number of seconds > 0", _num(0, strict=True)),
     "resource_monitor_interval": ("a number of seconds >= 0 (0 = off)", _num(0)),
     "grace_period": ("a number of seconds >= 0", _num(0)),
-    "speculative": ("true or false", _bool),
     "compat": ("'azureml' or empty", _opt(_choice(("azureml",)))),
     "partition_keys": ("a list of column names", _str_list),
     "side_inputs": ("a table of name = path or URL", _str_map),

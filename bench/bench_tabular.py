@@ -1,0 +1,238 @@
+"""Tabular scoring benchmark: prs-mpi (N ranks) vs a single-process pandas loop, same files, same run.
+
+    .venv/bin/python bench/bench_tabular.py [--gb 1.0] [--ranks 2] [--formats csv,parquet]
+                                            [--mini-batch-size 8MB] [--repeat 1]
+
+Generates (once, cached under ``$TMPDIR/prs-mpi-bench-tabular``) at least ``--gb`` GB of CSV and of
+Parquet holding an ``id`` and 16 float features, then, per format, scores every row with a
+linear numpy model and writes ``id,score`` rows as CSV: once with a plain pandas loop in one
+process (``read_csv``/``iter_batches`` in chunks of the same size as the mini-batches), once
+with ``mpiexec -n RANKS prs-mpi job.toml`` (``append_row`` output).  Both run with BLAS and
+Arrow on one thread, after the files were read once (warm page cache), and wall-clock times
+include start-up.  The outputs are checked against each other (row count and score sum), then
+GB/s of input (bytes on disk), CPU seconds (the contender and all its descendants) and the
+wall-clock ratio are printed, with the load average: on a shared machine, compare CPU seconds too.
+
+This file is also the prs-mpi jobs' entry script (``init``/``run`` below).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+BENCH = Path(__file__).resolve().parent
+# Not under bench/work, which other harness runs clean out; override with PRS_BENCH_TABULAR_DIR.
+WORK = Path(os.environ.get("PRS_BENCH_TABULAR_DIR",
+                           os.path.join(tempfile.gettempdir(), "prs-mpi-bench-tabular")))
+VENV_BIN = Path(sys.executable).parent
+FEATURES = [f"f{i:02d}" for i in range(16)]
+ONE_THREAD = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                                "ARROW_NUM_THREADS")}
+_model: tuple[np.ndarray, float] | None = None
+
+
+# ---------------------------------------------------------------------------- the model
+
+
+def _weights() -> tuple[np.ndarray, float]:
+    rng = np.random.default_rng(20261123)
+    return rng.standard_normal(len(FEATURES)), float(rng.standard_normal())
+
+
+def score(frame: pd.DataFrame) -> pd.DataFrame:
+    """``id`` and the linear model's score for every row."""
+    weights, bias = _model or _weights()
+    values = frame[FEATURES].to_numpy(dtype=np.float64) @ weights + bias
+    return pd.DataFrame({"id": frame["id"].to_numpy(), "score": values})
+
+
+def init() -> None:
+    global _model
+    _model = _weights()
+
+
+def run(mini_batch: pd.DataFrame) -> pd.DataFrame:
+    return score(mini_batch)
+
+
+# ---------------------------------------------------------------------------- data
+
+
+def make_data(fmt: str, gb: float, files: int) -> list[Path]:
+    """At least ``gb`` GB of ``fmt`` files under WORK/<fmt>-<gb>GB (reused when present)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    root = WORK / f"{fmt}-{gb:g}GB-{files}"
+    done = root / "COMPLETE"
+    if done.exists():
+        return sorted(root.glob(f"*.{fmt}"))
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    per_file, rows, rng, next_id = gb * 1e9 / files, 200_000, np.random.default_rng(1), 0
+    start = time.perf_counter()
+    for n in range(files):
+        path = root / f"part-{n:03d}.{fmt}"
+        writer = None
+        while not path.exists() or path.stat().st_size < per_file:
+            table = pa.table({"id": np.arange(next_id, next_id + rows),
+                              **{name: rng.standard_normal(rows) for name in FEATURES}})
+            next_id += rows
+            if writer is None:
+                writer = (pacsv.CSVWriter(path, table.schema) if fmt == "csv" else
+                          pq.ParquetWriter(path, table.schema))
+            if fmt == "csv":
+                writer.write_table(table)
+            else:  # 65,536-row groups, about 8.5 MB each, reach the disk as they are written
+                writer.write_table(table, row_group_size=65_536)
+        writer.close()
+    done.write_text(f"generated in {time.perf_counter() - start:.0f} s\n")
+    return sorted(root.glob(f"*.{fmt}"))
+
+
+# ---------------------------------------------------------------------------- contenders
+
+
+def baseline(fmt: str, paths: list[Path], batch_bytes: int, out: Path) -> None:
+    """The single-process pandas loop (run in a child process: ``--baseline``)."""
+    import pyarrow.parquet as pq
+
+    out.unlink(missing_ok=True)
+    header = True
+    for path in paths:
+        if fmt == "csv":
+            rows = max(1, batch_bytes // _csv_row_bytes(path))
+            chunks = pd.read_csv(path, chunksize=rows)
+        else:
+            pf = pq.ParquetFile(path)
+            rows = max(1, int(batch_bytes / (path.stat().st_size / pf.metadata.num_rows)))
+            chunks = (batch.to_pandas() for batch in pf.iter_batches(batch_size=rows))
+        for chunk in chunks:
+            score(chunk).to_csv(out, mode="a", header=header, index=False)
+            header = False
+
+
+def _csv_row_bytes(path: Path) -> int:
+    with open(path, "rb") as f:
+        sample = f.read(1 << 20)
+    return max(1, len(sample) // max(1, sample.count(b"\n")))
+
+
+def timed(cmd: list[str]) -> tuple[subprocess.CompletedProcess, float, float]:
+    """Run ``cmd``; (result, wall seconds, CPU seconds of it and all its descendants)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, env={**os.environ, **ONE_THREAD}, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    if proc.returncode != 0:
+        raise SystemExit(f"{cmd[:3]} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc, wall, cpu
+
+
+def run_baseline(fmt: str, paths: list[Path], batch_bytes: int) -> tuple[float, float, Path]:
+    out = WORK / f"baseline-{fmt}.csv"
+    _, wall, cpu = timed([sys.executable, __file__, "--baseline", fmt, "--batch-bytes",
+                          str(batch_bytes), "--out", str(out), *map(str, paths)])
+    return wall, cpu, out
+
+
+def run_prs(fmt: str, paths: list[Path], ranks: int,
+            mini_batch_size: str) -> tuple[float, float, Path]:
+    output_dir = WORK / f"runs-{fmt}"
+    shutil.rmtree(output_dir, ignore_errors=True)
+    job = WORK / f"job-{fmt}.toml"
+    env_lines = "\n".join(f'{k} = "{v}"' for k, v in ONE_THREAD.items())
+    job.write_text(f"""entry_script = "{Path(__file__).name}"
+source_directory = "{BENCH}"
+mini_batch_size = "{mini_batch_size}"
+output_action = "append_row"
+append_row_file_name = "scores.csv"
+output_dir = "{output_dir}"
+
+[input]
+kind = "tabular"
+format = "{fmt}"
+paths = {json.dumps([str(p) for p in paths])}
+
+[environment_variables]
+{env_lines}
+""")
+    _, wall, cpu = timed([str(VENV_BIN / "mpiexec"), "-n", str(ranks),
+                          str(VENV_BIN / "prs-mpi"), str(job)])
+    result = json.loads((output_dir / "job_result.json").read_text())
+    if result["state"] != "succeeded":
+        raise SystemExit(f"prs-mpi job {result['state']}: {result.get('reason')}")
+    return wall, cpu, output_dir / "scores.csv"
+
+
+def checksum(path: Path) -> tuple[int, float]:
+    rows, total = 0, 0.0
+    for chunk in pd.read_csv(path, chunksize=1_000_000, usecols=["score"]):
+        rows, total = rows + len(chunk), total + float(chunk["score"].sum())
+    return rows, total
+
+
+def warm(paths: list[Path]) -> None:
+    for path in paths:
+        with open(path, "rb") as f:
+            while f.read(1 << 24):
+                pass
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gb", type=float, default=1.0, help="GB of input per format")
+    parser.add_argument("--files", type=int, default=4, help="files per format")
+    parser.add_argument("--ranks", type=int, default=2)
+    parser.add_argument("--formats", default="csv,parquet")
+    parser.add_argument("--mini-batch-size", default="8MB")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--baseline", help=argparse.SUPPRESS)
+    parser.add_argument("--batch-bytes", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("paths", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.baseline:
+        return baseline(args.baseline, [Path(p) for p in args.paths], args.batch_bytes,
+                        Path(args.out))
+    from prs_mpi.config import parse_size
+
+    batch_bytes = parse_size(args.mini_batch_size)
+    print(f"ranks={args.ranks} mini_batch_size={args.mini_batch_size} cores={os.cpu_count()} "
+          f"load={os.getloadavg()[0]:.1f}\n{'format':8} {'GB':>5} {'pandas s':>8} {'GB/s':>6} "
+          f"{'cpu s':>6} {'prs-mpi s':>9} {'GB/s':>6} {'cpu s':>6} {'ratio':>5}", flush=True)
+    for fmt in args.formats.split(","):
+        paths = make_data(fmt, args.gb, args.files)
+        size = sum(p.stat().st_size for p in paths) / 1e9
+        warm(paths)
+        for _ in range(args.repeat):
+            base_s, base_cpu, base_out = run_baseline(fmt, paths, batch_bytes)
+            prs_s, prs_cpu, prs_out = run_prs(fmt, paths, args.ranks, args.mini_batch_size)
+            (rows_a, sum_a), (rows_b, sum_b) = checksum(base_out), checksum(prs_out)
+            if rows_a != rows_b or not np.isclose(sum_a, sum_b, rtol=1e-9, atol=1e-6):
+                raise SystemExit(f"{fmt}: outputs differ: pandas {rows_a} rows sum {sum_a}, "
+                                 f"prs-mpi {rows_b} rows sum {sum_b}")
+            print(f"{fmt:8} {size:5.2f} {base_s:8.1f} {size / base_s:6.3f} {base_cpu:6.1f} "
+                  f"{prs_s:9.1f} {size / prs_s:6.3f} {prs_cpu:6.1f} {base_s / prs_s:5.2f}  "
+                  f"({rows_a:,} rows checked; load {os.getloadavg()[0]:.1f})", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""Workload 2, load balance: log-normal sleeps on 7 workers, makespan over the lower bound."""
+import statistics
+import time
+
+from harness.common import (Row, Section, error_of, futures_peer, interleave, mpi, peer,
+                            run_json)
+from harness.items import write_items
+from harness.prs import PrsWorkload, prs_missing, run_prs
+from harness.settings import Settings
+from workloads.durations import Durations, lognormal
+
+WORKERS = 7
+SEED = 20261123
+
+
+def contenders(cfg: Settings, listing: str, tag: str) -> dict:
+    t = cfg.timeout
+    task = ("--kind", "sleep_items", "--items", listing)
+    out = {
+        "mpi_loop dynamic (depth 1)": lambda: run_json(
+            mpi(WORKERS + 1, peer("mpi_loop.py", *task, "--depth", 1)), t),
+        "mpi_loop dynamic (depth 2)": lambda: run_json(
+            mpi(WORKERS + 1, peer("mpi_loop.py", *task, "--depth", 2)), t),
+        "static partition (1/P up front)": lambda: run_json(
+            mpi(WORKERS + 1, peer("mpi_loop.py", *task, "--static")), t),
+        "MPIPoolExecutor chunksize 1": lambda: run_json(
+            mpi(WORKERS + 1, futures_peer("pool_futures.py", *task, "--chunksize", 1)), t),
+    }
+    if not prs_missing():
+        work = PrsWorkload(f"balance{tag}", "sleep_items.py", listing, mini_batch_size=1)
+        out[f"prs-mpi (process, {WORKERS} ranks)"] = lambda: run_prs(work, WORKERS, "process",
+                                                                     timeout=t)
+        out[f"prs-mpi (none, {WORKERS + 1} ranks)"] = lambda: run_prs(work, WORKERS + 1, "none",
+                                                                      timeout=t)
+    return out
+
+
+def ratio_to_bound(record: dict, durations: Durations) -> float | None:
+    """Makespan / max(total/P, longest) with P the workers the contender actually used."""
+    if "error" in record:
+        return None
+    makespan = record.get("makespan_s", record.get("seconds"))
+    workers = record.get("workers") or WORKERS
+    return makespan / durations.lower_bound(workers) if makespan else None
+
+
+def sleep_overshoot(mean: float, budget: float = 1.0) -> float:
+    """Median seconds ``time.sleep(mean)`` overruns by in this process right now (machine load
+    inflates every contender's makespan by about this much per task)."""
+    runs = []
+    for _ in range(max(5, int(budget / mean))):
+        t0 = time.perf_counter()
+        time.sleep(mean)
+        runs.append(time.perf_counter() - t0 - mean)
+    return statistics.median(runs)
+
+
+def run_mean(cfg: Settings, mean: float, count: int, seed: int) -> tuple[list[Row], str]:
+    durations = lognormal(count, mean, seed=seed)
+    tag = f"{mean * 1000:g}ms"
+    listing = str(write_items(f"durations_{tag}", durations.item_names()))
+    results = interleave(contenders(cfg, listing, tag), cfg.reps)
+    rows = []
+    for name, records in results.items():
+        values = [v for v in (ratio_to_bound(r, durations) for r in records) if v is not None]
+        rows.append(Row("balance", f"{tag}: {name}", "x bound", values, error_of(records),
+                        lower_is_better=True))
+    fact = (f"{tag}: {count} durations, log-normal mean {mean * 1000:g} ms, sigma {durations.sigma}, "
+            f"seed {seed} (workloads.durations.lognormal({count}, {mean}, seed={seed})): total "
+            f"{durations.total:.2f} s, longest {durations.longest * 1000:.1f} ms, lower bound on "
+            f"{WORKERS} workers {durations.lower_bound(WORKERS):.3f} s; time.sleep({mean:g}) "
+            f"overran by {sleep_overshoot(mean) * 1e6:,.0f} µs (median) on this machine just after.")
+    return rows, fact
+
+
+def run(cfg: Settings) -> Section:
+    section = Section(f"Load balance: heavy-tailed sleeps on {WORKERS} workers, "
+                      "makespan / max(total/P, longest) (1.00 is perfect)")
+    plan = ((0.1, cfg.size(100, 400)), (0.01, cfg.size(700, 3000)))
+    for i, (mean, count) in enumerate(plan):
+        rows, fact = run_mean(cfg, mean, count, SEED + i)
+        section.rows += rows
+        section.facts.append(fact)
+    section.facts.append("Peers: makespan from the first task handed out to the last result; "
+                         "prs-mpi: first mini-batch start to last end (processed_mini_batches.csv).")
+    if prs_missing():
+        section.rows.append(Row("balance", "prs-mpi", "x bound", [], prs_missing()))
+    return section

@@ -1,0 +1,69 @@
+"""Workload 3, CPU inference scaling: the numpy MLP stand-in at 1 and 2 worker processes."""
+import functools
+import subprocess
+
+from harness.common import (PYTHON, Row, Section, error_of, futures_peer, interleave,
+                            mpi, peer, peer_env, run_json, samples)
+from harness.items import numbered, write_items
+from harness.prs import PrsWorkload, prs_missing, run_prs
+from harness.settings import Settings
+
+BATCH = 8
+PLAIN = "plain loop (1 process)"
+
+
+@functools.cache
+def ray_missing() -> str | None:
+    """Why the Ray peer cannot run, or None (it runs only where ``import ray`` already works)."""
+    try:
+        proc = subprocess.run([PYTHON, "-c", "import ray"], capture_output=True, timeout=120,
+                              env=peer_env())
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"skipped: import ray failed ({exc})"
+    return None if proc.returncode == 0 else "skipped: ray is not installed (optional peer)"
+
+
+def peer_contenders(cfg: Settings, listing: str) -> dict:
+    t = cfg.timeout
+    task = ("--kind", "cpu_model", "--items", listing, "--batch", BATCH)
+    pp = lambda w: lambda: run_json(peer("process_pool.py", *task, "--workers", w), t)
+    loop = lambda w: lambda: run_json(mpi(w + 1, peer("mpi_loop.py", *task)), t)
+    out = {PLAIN: lambda: run_json(peer("plain_loop.py", *task), t),
+           "ProcessPoolExecutor 1 worker": pp(1), "ProcessPoolExecutor 2 workers": pp(2),
+           "mpi_loop 1 worker (2 ranks)": loop(1), "mpi_loop 2 workers (3 ranks)": loop(2),
+           "MPIPoolExecutor 2 workers (3 ranks)": lambda: run_json(
+               mpi(3, futures_peer("pool_futures.py", *task, "--chunksize", 1)), t)}
+    if not ray_missing():
+        out["Ray Data map_batches 2 workers"] = lambda: run_json(
+            peer("ray_peer.py", *task, "--workers", 2), t)
+    return out
+
+
+def prs_contenders(cfg: Settings, listing: str) -> dict:
+    if prs_missing():
+        return {}
+    work = PrsWorkload("cpu", "cpu_model.py", listing, mini_batch_size=BATCH)
+    run = lambda ranks, iso: lambda: run_prs(work, ranks, iso, timeout=cfg.timeout)
+    return {"prs-mpi 1 worker (process, 1 rank)": run(1, "process"),
+            "prs-mpi 2 workers (process, 2 ranks)": run(2, "process"),
+            "prs-mpi 2 workers (none, 3 ranks)": run(3, "none")}
+
+
+def run(cfg: Settings) -> Section:
+    n = cfg.size(600, 4_000)
+    listing = str(write_items("cpu_items", numbered(n, "img_")))
+    contenders = {**peer_contenders(cfg, listing), **prs_contenders(cfg, listing)}
+    results = interleave(contenders, cfg.reps)
+    section = Section(f"CPU inference scaling: {n:,} items, numpy MLP stand-in "
+                      f"(workloads/cpu_model.py), mini-batches of {BATCH}, BLAS on 1 thread")
+    for name, records in results.items():
+        values = samples(records, "span_items_per_s") or samples(records, "items_per_s") \
+            or samples(records, "throughput")
+        section.rows.append(Row("cpu", name, "items/s", values, error_of(records),
+                                () if name == PLAIN else (PLAIN,)))
+    for missing, who in ((prs_missing(), "prs-mpi"), (ray_missing(), "Ray Data")):
+        if missing:
+            section.rows.append(Row("cpu", who, "items/s", [], missing))
+    section.facts.append("Target: >= 1.9x the plain loop at 2 workers on 2 cores. Peers time the "
+                         "work after their workers are started and initialised.")
+    return section

@@ -1,0 +1,1 @@
+"""Peer contenders: small scripts launched as subprocesses, each printing one JSON line."""

@@ -1,0 +1,1 @@
+"""Entry scripts shared by every contender: each module has ``init()`` and ``run(mini_batch)``."""

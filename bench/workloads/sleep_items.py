@@ -1,0 +1,28 @@
+"""Sleep entry script: each item names its own duration, e.g. ``d000042-0.012345`` sleeps 12.345 ms.
+
+Used by the load-balance workload: sleeping keeps the 2 cores out of the measurement, so the
+makespan reflects scheduling only. Item names come from :mod:`workloads.durations`.
+"""
+import os
+import time
+
+
+def item_seconds(item: str) -> float:
+    """Duration encoded in an item name (the part after the last ``-`` of its basename)."""
+    name = os.path.basename(item)
+    try:
+        return float(name.rsplit("-", 1)[1])
+    except (IndexError, ValueError) as exc:
+        raise ValueError(f"item {item!r} does not end in '-<seconds>'; "
+                         "generate items with bench/workloads/durations.py") from exc
+
+
+def init() -> None:
+    """Nothing to load."""
+
+
+def run(mini_batch: list[str]) -> list[str]:
+    """Sleep for each item's duration in turn and return one element per item."""
+    for item in mini_batch:
+        time.sleep(item_seconds(item))
+    return list(mini_batch)
