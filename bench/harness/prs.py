@@ -86,6 +86,9 @@ def parse_result(output_dir: Path) -> dict:
         out["makespan_s"] = span[1] - span[0]
         out["first_batch_s"] = span[0] - result["started"]
         out["span_items_per_s"] = items / out["makespan_s"] if out["makespan_s"] > 0 else None
+    ready = [w["ready_at"] for w in result.get("worker_stats", []) if w.get("ready_at")]
+    if ready:   # workers whose init() finished later were not available from the first start
+        out["ready_skew_s"] = sum(r - min(ready) for r in ready)
     return out
 
 

@@ -1,0 +1,685 @@
+"""Tabular mini-batches (CSV/JSONL byte ranges, Parquet row groups, HDF5 row ranges) and readers.
+
+Rank 0 calls ``iter_slices``/``iter_partitions`` and sends only ``TabularSlice`` descriptors;
+workers call ``read_slice``.  A slice never crosses a file boundary and small files are not
+merged (ParallelRunStep semantics: ten 1 KB files are ten mini-batches).  Zero-byte files
+yield no slice; a header-only CSV yields one slice of zero rows.  ``mini_batch_size`` counts
+bytes on disk: CSV/JSONL byte ranges, compressed column chunks of Parquet row groups,
+``itemsize * row width`` for HDF5.
+
+CSV/JSONL split points are record starts found by reading ``csv_scan_bytes`` (64 KiB) after
+each point, never the whole file; every slice re-reads the header record(s) from the file
+start.  Quoted line breaks: the scanner tokenizes forward under both hypotheses (inside or
+outside quotes) until they agree, which happens at the first quoted field, or until one breaks
+RFC 4180 quoting or ends inside quotes at end of file.  Limits: a window with no quote
+character is taken as outside quotes, so a quoted field longer than ``csv_scan_bytes`` that
+straddles a split point is cut, and the slice ending inside it fails ("EOF inside string",
+naming its byte range) rather than losing rows silently; one-character separators and line
+terminators (``\n``/``\r\n`` by default) only; ``skiprows`` must be an int and ``nrows`` or
+``skipfooter`` are refused when a file needs splitting; compressed files (.gz, .bz2, .xz,
+.zst, .zip) are never split and UTF-16/32 files are refused when they need it.
+
+Parquet: consecutive row groups are packed up to ``mini_batch_size``; a larger row group is cut
+into row ranges, read batch by batch; pyarrow cannot seek to a row, so each process keeps its
+last row group's reader open and resumes it for a later range of the same group.  HDF5 (h5py): row ranges
+of ``hdf5_dataset`` (the only dataset when unset); compound fields become columns, 2-D arrays
+integer-named columns, 1-D arrays one column named after the dataset, byte strings are decoded
+as UTF-8.  Parquet/HDF5 files whose metadata cannot be read yield one whole-file slice
+(``stop = -1``), so only that mini-batch fails, with the reader's error.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import math
+import os
+import threading
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+from prs_mpi.config import parse_size  # noqa: F401 - "1MB" = 1024**2 bytes, as ParallelRunStep
+from prs_mpi.storage import (basename, file_size, is_url, iter_files, local_path, open_binary,
+                             redact, redact_text)
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("csv", "jsonl", "parquet", "hdf5")
+_SUFFIXES = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl",
+             ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet", ".h5": "hdf5",
+             ".hdf5": "hdf5"}
+_ALIASES = {"json": "jsonl", "ndjson": "jsonl", "tsv": "csv", "pq": "parquet", "h5": "hdf5"}
+_COMPRESSION = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd", ".zip": "zip"}
+_COMPRESSED = tuple(_COMPRESSION)
+# [input] keys that belong to prs-mpi, not to the pandas readers.
+OWN_KEYS = frozenset({"kind", "paths", "format", "hdf5_dataset", "partition_keys",
+                      "partition_format", "csv_scan_bytes", "columns", "input_mode"})
+_CHUNK = 1 << 16
+_FIRST_READ = 1 << 12  # reads near a split point start small and double up to _CHUNK
+_SCAN_ROWS = 1 << 16
+
+
+class SliceReadError(Exception):
+    """A slice could not be read; the message names the file (credentials removed) and range."""
+
+
+@dataclass(frozen=True)
+class TabularSlice:
+    """One tabular mini-batch: a range of one file, optionally restricted to a key value.
+
+    unit "bytes": CSV/JSONL byte range [start, stop) starting at a record boundary;
+    unit "row_group": Parquet row groups [start, stop); unit "rows": HDF5 rows [start, stop)
+    of the dataset, or rows [start, stop) inside Parquet row group ``row_group``.
+    ``stop = -1`` means "to the end".  ``filter`` keeps only rows whose columns equal the
+    given values (``None`` matches missing values).  ``nrows`` is the row count or -1.
+    """
+
+    path: str
+    format: str
+    start: int
+    stop: int
+    unit: str
+    row_group: int | None = None
+    nrows: int = -1
+    filter: tuple[tuple[str, object], ...] | None = None
+
+    def describe(self) -> str:
+        """Human-readable location, e.g. ``data.csv bytes 0-1048576``, credentials removed."""
+        unit = "row groups" if self.unit == "row_group" else self.unit
+        where = f"{unit} {self.start}-{'end' if self.stop < 0 else self.stop}"
+        if self.row_group is not None:
+            where += f" of row group {self.row_group}"
+        if self.filter:
+            where += " where " + ", ".join(f"{k}={v!r}" for k, v in self.filter)
+        return f"{redact(self.path)} {where}"
+
+
+def detect_format(path: str, explicit: str | None = None) -> str:
+    """csv, jsonl, parquet or hdf5, from ``explicit`` (``[input].format``) or the suffix."""
+    if explicit:
+        fmt = _ALIASES.get(explicit.lower(), explicit.lower())
+        if fmt not in FORMATS:
+            raise ValueError(f"[input].format {explicit!r} is not one of {', '.join(FORMATS)}")
+        return fmt
+    name = basename(path).lower()
+    for suffix in _COMPRESSED:
+        name = name.removesuffix(suffix)
+    dot = name.rfind(".")
+    fmt = _SUFFIXES.get(name[dot:]) if dot >= 0 else None
+    if fmt is None:
+        raise ValueError(f"cannot tell the table format of {redact(path)!r} from its name; set "
+                         f"[input].format to one of {', '.join(FORMATS)}")
+    return fmt
+
+
+def reader_options(options: Mapping) -> dict:
+    """The options meant for the pandas reader: everything but prs-mpi's own keys."""
+    opts = {k: v for k, v in options.items() if k not in OWN_KEYS}
+    if opts.get("header") is False:  # TOML has no null: header = false means "no header"
+        opts["header"] = None
+    return opts
+
+
+def _text_options(path: str, fmt: str, options: Mapping, keys: Iterable[str] = ()) -> dict:
+    """pandas keywords for one CSV/JSONL file: .tsv means tab-separated, compression by suffix,
+    partition ``keys`` read as text (CSV) so that the key scan and the reads compare equal."""
+    opts, name = reader_options(options), basename(path).lower()
+    suffix = next((c for c in _COMPRESSED if name.endswith(c)), "")
+    if suffix:
+        opts.setdefault("compression", _COMPRESSION[suffix])
+    if fmt == "jsonl":
+        opts["lines"] = True
+    elif name.removesuffix(suffix).endswith(".tsv") and not {"sep", "delimiter"} & set(opts):
+        opts["sep"] = "\t"
+    dtype, keys = opts.get("dtype"), list(keys)
+    if keys and fmt == "csv" and (dtype is None or isinstance(dtype, Mapping)):
+        opts["dtype"] = {**{key: str for key in keys}, **(dtype or {})}
+    return opts
+
+
+def iter_tabular_batches(cfg) -> Iterator[tuple[int, object, dict | None, str | None]]:
+    """(nitems, slice or tuple of slices, partition key values, subset description) per
+    mini-batch of a tabular job, lazily (files are listed as slicing proceeds)."""
+    options = dict(cfg.input.options)
+    if cfg.input.hdf5_dataset:
+        options["hdf5_dataset"] = cfg.input.hdf5_dataset
+    files = iter_files(cfg.input.paths, os.path.dirname(os.path.abspath(cfg.job_file)))
+    if cfg.partition_keys:
+        for values, slices in iter_partitions(files, cfg.input.format, list(cfg.partition_keys),
+                                              options):
+            nitems = -1 if any(s.nrows < 0 for s in slices) else sum(s.nrows for s in slices)
+            shown = "; ".join(s.describe() for s in slices[:3])
+            yield nitems, tuple(slices), values, shown + ("; ..." if len(slices) > 3 else "")
+        return
+    for path in files:
+        for s in iter_slices(path, detect_format(path, cfg.input.format), cfg.mini_batch_size,
+                             options):
+            yield s.nrows, s, None, None
+
+
+def iter_slices(path: str, fmt: str, max_bytes: int, options: Mapping) -> Iterator[TabularSlice]:
+    """The slices of one file, in file order, each about ``max_bytes`` (see module doc)."""
+    if fmt in ("csv", "jsonl"):
+        return _text_slices(path, fmt, max_bytes, options)
+    if fmt == "parquet":
+        return _parquet_slices(path, max_bytes)
+    if fmt == "hdf5":
+        return _hdf5_slices(path, max_bytes, options)
+    raise ValueError(f"unknown table format {fmt!r}; use one of {', '.join(FORMATS)}")
+
+
+def _text_slices(path: str, fmt: str, max_bytes: int, options: Mapping) -> Iterator[TabularSlice]:
+    size = file_size(path)
+    if size == 0:
+        log.debug("skipping empty file %s", redact(path))
+        return
+    if size <= max_bytes or basename(path).lower().endswith(_COMPRESSED):
+        yield TabularSlice(path, fmt, 0, size, "bytes")
+        return
+    dialect = _Dialect.from_options(path, fmt, options)
+    with open_binary(path) as f:
+        start, lower = 0, _header_end(f, size, dialect) + 1
+        while True:
+            target = max(start + max_bytes, lower)
+            cut = size if target >= size else _next_boundary(f, target, size, dialect)
+            if cut >= size:
+                break
+            yield TabularSlice(path, fmt, start, cut, "bytes")
+            start = cut
+        yield TabularSlice(path, fmt, start, size, "bytes")
+
+
+@dataclass(frozen=True)
+class _Dialect:
+    delimiter: int
+    quote: int | None
+    escape: int | None
+    newline: int
+    doublequote: bool
+    header_records: int
+    window: int
+
+    @classmethod
+    def from_options(cls, path: str, fmt: str, options: Mapping) -> _Dialect:
+        window = parse_size(options.get("csv_scan_bytes", _CHUNK))
+        if fmt == "jsonl":
+            return cls(ord(","), None, None, ord("\n"), True, 0, window)
+        opts = _text_options(path, fmt, options)
+        refused = [k for k in ("nrows", "skipfooter", "chunksize", "iterator") if opts.get(k)]
+        skiprows, sep = opts.get("skiprows") or 0, opts.get("sep", opts.get("delimiter")) or ","
+        encoding = str(opts.get("encoding") or "utf-8").lower().replace("_", "-")
+        if not isinstance(skiprows, int) or encoding.startswith(("utf-16", "utf-32")):
+            refused.append("skiprows" if not isinstance(skiprows, int) else "encoding")
+        if refused or len(sep) != 1:
+            raise ValueError(f"{redact(path)} is larger than mini_batch_size but cannot be split "
+                             f"with {'options ' + str(refused) if refused else 'separator ' + repr(sep)}"
+                             "; use plain options and a one-character separator, or raise "
+                             "mini_batch_size above the file size")
+        quote = None if opts.get("quoting") == 3 else ord(opts.get("quotechar") or '"')
+        header = opts.get("header", "infer")
+        if header == "infer":
+            header = None if opts.get("names") is not None else 0
+        rows = 0 if header is None else (max(header) if isinstance(header, list) else header) + 1
+        esc = opts.get("escapechar")
+        return cls(ord(sep), quote, ord(esc) if esc else None,
+                   ord(opts.get("lineterminator") or "\n"), bool(opts.get("doublequote", True)),
+                   skiprows + rows, window)
+
+
+# Tokenizer states (the subset of pandas' C tokenizer that decides record boundaries).
+_START, _FIELD, _QUOTED, _QUOTE_END, _ESC, _ESC_QUOTED = range(6)
+
+
+def _advance(state: int, c: int, d: _Dialect) -> tuple[int, bool]:
+    """Next tokenizer state after byte ``c``, and whether ``c`` ended a record."""
+    if state == _QUOTED:
+        return (_QUOTE_END if c == d.quote else _ESC_QUOTED if c == d.escape else _QUOTED), False
+    if state == _ESC_QUOTED:
+        return _QUOTED, False
+    if state == _ESC:
+        return _FIELD, False
+    if c == d.quote and (state == _START or (state == _QUOTE_END and d.doublequote)):
+        return _QUOTED, False
+    if c == d.newline:
+        return _START, True
+    if c == d.delimiter:
+        return _START, False
+    return (_ESC if c == d.escape else _FIELD), False
+
+
+def _read_at(f, pos: int, n: int) -> bytes:
+    f.seek(pos)
+    return f.read(n)
+
+
+def _record_end(f, pos: int, size: int, state: int, d: _Dialect, count: int = 1,
+                skip_blank: bool = False) -> int:
+    """Offset after the ``count``-th record ending at or after ``pos`` (else ``size``); with
+    ``skip_blank``, empty lines are not counted (pandas skips them when finding the header)."""
+    filled, step = not skip_blank, _FIRST_READ
+    while pos < size:
+        chunk, step = _read_at(f, pos, min(step, size - pos)), min(2 * step, _CHUNK)
+        if not chunk:
+            break
+        for i, c in enumerate(chunk):
+            state, ended = _advance(state, c, d)
+            if ended:
+                if filled:
+                    count -= 1
+                    if count == 0:
+                        return pos + i + 1
+                filled = not skip_blank
+            elif c != 13:  # a record holding only "\r" is blank
+                filled = True
+        pos += len(chunk)
+    return size
+
+
+def _header_end(f, size: int, d: _Dialect) -> int:
+    """Offset where data records start (after skipped rows and header records)."""
+    if not d.header_records:
+        return 0
+    return _record_end(f, 0, size, _START, d, d.header_records, skip_blank=True)
+
+
+def _next_boundary(f, target: int, size: int, d: _Dialect) -> int:
+    """The first record start at or after ``target`` (or ``size``), reading near ``target`` only."""
+    pos, step = target - 1, _FIRST_READ
+    while True:  # the line break ending the line that holds byte target-1
+        chunk, step = _read_at(f, pos, step), min(2 * step, _CHUNK)
+        if not chunk:
+            return size
+        found = chunk.find(bytes([d.newline]))
+        if found >= 0:
+            candidate = pos + found + 1
+            break
+        pos += len(chunk)
+    if d.quote is None or candidate >= size:
+        return candidate
+    return _resolve_quotes(f, candidate, size, d)
+
+
+def _resolve_quotes(f, candidate: int, size: int, d: _Dialect) -> int:
+    """Decide whether the line break before ``candidate`` lay inside a quoted field."""
+    window = _read_at(f, candidate, d.window)
+    first = window.find(bytes([d.quote])) if d.escape is None else 0
+    if first < 0:
+        if candidate + len(window) < size:
+            log.debug("no quote within %d bytes after offset %d: taking it as outside quotes",
+                      d.window, candidate)
+        return candidate
+    outside = _START if first == 0 or window[first - 1] in (d.delimiter, d.newline) else _FIELD
+    inside, inside_end, odd = _QUOTED, -1, [False, False]  # odd: broke RFC 4180 quoting
+    for i in range(first, len(window)):
+        c = window[i]
+        odd = [odd[0] or _irregular(outside, c, d), odd[1] or _irregular(inside, c, d)]
+        outside, _ = _advance(outside, c, d)
+        inside, ended = _advance(inside, c, d)
+        if ended and inside_end < 0:
+            inside_end = candidate + i + 1
+        if outside == inside:  # both readings agree from here on: any later record end is real
+            after = candidate + i + 1
+            return after if ended else _record_end(f, after, size, inside, d)
+    quoted = (_QUOTED, _ESC_QUOTED)
+    if candidate + len(window) >= size:  # ending inside quotes is an error for pandas
+        odd = [odd[0] or outside in quoted, odd[1] or inside in quoted]
+    if odd[0] and not odd[1]:
+        return inside_end if inside_end >= 0 else size
+    return candidate
+
+
+def _irregular(state: int, c: int, d: _Dialect) -> bool:
+    """A quote inside an unquoted field, or text right after a closing quote."""
+    if state == _FIELD:
+        return c == d.quote
+    return state == _QUOTE_END and c not in (d.quote, d.delimiter, d.newline, 13)
+
+
+def _parquet_slices(path: str, max_bytes: int) -> Iterator[TabularSlice]:
+    try:
+        with _parquet_file(path) as pf:
+            groups = [(pf.metadata.row_group(i).num_rows, _row_group_bytes(pf.metadata.row_group(i)))
+                      for i in range(pf.metadata.num_row_groups)]
+    except Exception as exc:  # noqa: BLE001 - the worker reports it for this file only
+        log.warning("cannot read Parquet metadata of %s (%s); it becomes one mini-batch",
+                    redact(path), exc)
+        yield TabularSlice(path, "parquet", 0, -1, "row_group")
+        return
+    first, rows, nbytes = 0, 0, 0
+    for index, (group_rows, group_bytes) in enumerate(groups):
+        if index > first and (nbytes + group_bytes > max_bytes or group_bytes > max_bytes):
+            yield TabularSlice(path, "parquet", first, index, "row_group", nrows=rows)
+            first, rows, nbytes = index, 0, 0
+        if group_bytes > max_bytes and group_rows > 1:
+            step = math.ceil(group_rows / math.ceil(group_bytes / max_bytes))
+            for lo in range(0, group_rows, step):
+                hi = min(lo + step, group_rows)
+                yield TabularSlice(path, "parquet", lo, hi, "rows", row_group=index, nrows=hi - lo)
+            first = index + 1
+            continue
+        rows, nbytes = rows + group_rows, nbytes + group_bytes
+    if first < len(groups):
+        yield TabularSlice(path, "parquet", first, len(groups), "row_group", nrows=rows)
+
+
+def _row_group_bytes(meta) -> int:
+    return sum(meta.column(j).total_compressed_size for j in range(meta.num_columns))
+
+
+def _hdf5_slices(path: str, max_bytes: int, options: Mapping) -> Iterator[TabularSlice]:
+    try:
+        with _hdf5_dataset(path, options) as ds:
+            rows, width = ds.shape[0], ds.dtype.itemsize * math.prod(ds.shape[1:])
+    except Exception as exc:  # noqa: BLE001 - the worker reports it for this file only
+        log.warning("cannot read HDF5 dataset of %s (%s); it becomes one mini-batch",
+                    redact(path), exc)
+        yield TabularSlice(path, "hdf5", 0, -1, "rows")
+        return
+    step = max(1, max_bytes // max(1, width))
+    for lo in range(0, rows, step):
+        hi = min(lo + step, rows)
+        yield TabularSlice(path, "hdf5", lo, hi, "rows", nrows=hi - lo)
+
+
+def read_slice(s: TabularSlice | Sequence[TabularSlice], options: Mapping) -> pd.DataFrame:
+    """The rows of ``s`` (or of several slices, concatenated) as a DataFrame; any failure raises
+    SliceReadError naming the file and range."""
+    if not isinstance(s, TabularSlice):
+        return _concat(read_slice(one, options) for one in s)
+    try:
+        if s.format in ("csv", "jsonl"):
+            return _read_text(s, options)
+        if s.format == "parquet":
+            return _read_parquet(s, options)
+        if s.format == "hdf5":
+            return _read_hdf5(s, options)
+        raise ValueError(f"unknown table format {s.format!r}")
+    except Exception as exc:  # noqa: BLE001 - reported with the slice's location
+        message = redact_text(str(exc), s.path)
+        raise SliceReadError(f"cannot read {s.describe()}: {type(exc).__name__}: {message}") from None
+
+
+def _read_text(s: TabularSlice, options: Mapping) -> pd.DataFrame:
+    import pandas as pd
+
+    opts = _text_options(s.path, s.format, options, (key for key, _ in s.filter or ()))
+    read = pd.read_json if s.format == "jsonl" else pd.read_csv
+    with open_binary(s.path) as f:
+        if "compression" in opts:  # never split: parse the whole stream
+            return _parse(read, f, opts, s.filter)
+        data = _read_at(f, s.start, (s.stop - s.start) if s.stop >= 0 else -1)
+        if s.start > 0 and s.format == "csv":
+            d = _Dialect.from_options(s.path, s.format, options)
+            data = _read_at(f, 0, _header_end(f, s.start, d)) + data
+    if not data.strip():
+        return pd.DataFrame()
+    return _parse(read, io.BytesIO(data), opts, s.filter)
+
+
+def _parse(read, source, opts: dict, condition) -> pd.DataFrame:
+    if not condition:
+        return read(source, **opts)
+    with read(source, chunksize=_SCAN_ROWS, **opts) as chunks:
+        return _concat(chunk[_mask(chunk, condition)] for chunk in chunks)
+
+
+def _concat(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
+    import pandas as pd
+
+    frames = list(frames)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _mask(frame: pd.DataFrame, condition: tuple[tuple[str, object], ...]):
+    import pandas as pd
+
+    keep = pd.Series(True, index=frame.index)
+    for key, value in condition:
+        keep &= frame[key].isna() if value is None else frame[key] == value
+    return keep
+
+
+@contextmanager
+def _parquet_file(path: str):
+    import pyarrow.parquet as pq
+
+    if not is_url(path):
+        with pq.ParquetFile(local_path(path)) as pf:
+            yield pf
+        return
+    with open_binary(path) as f, pq.ParquetFile(f) as pf:
+        yield pf
+
+
+def _read_parquet(s: TabularSlice, options: Mapping) -> pd.DataFrame:
+    columns = options.get("columns")
+    if s.unit == "rows" and not s.filter:
+        return _RowCursor.read(s, columns).to_pandas()
+    with _parquet_file(s.path) as pf:
+        if s.filter:  # filtered in pandas, exactly as the key scan saw the values
+            return _concat(frame[_mask(frame, s.filter)] for frame in (
+                batch.to_pandas() for batch in pf.iter_batches(_SCAN_ROWS, columns=columns)))
+        stop = pf.metadata.num_row_groups if s.stop < 0 else s.stop
+        return pf.read_row_groups(range(s.start, stop), columns=columns).to_pandas()
+
+
+class _RowCursor:
+    """One Parquet row group's batch iterator, kept open in this process between reads: a row
+    range at or after the previous one resumes there instead of decoding the row group from
+    its start again (pyarrow cannot seek to a row), so a worker decodes each large row group
+    about once however many mini-batches it is cut into."""
+
+    _lock = threading.Lock()
+    _current: _RowCursor | None = None
+
+    def __init__(self, key: tuple, s: TabularSlice):
+        self.key, self.pos, self.pending, self.files = key, 0, None, ExitStack()
+        self.pf = self.files.enter_context(_parquet_file(s.path))
+        size = max(1024, min(s.stop - s.start, _SCAN_ROWS))
+        self.batches = self.pf.iter_batches(size, row_groups=[s.row_group],
+                                            columns=list(key[2]) if key[2] else None)
+
+    @classmethod
+    def read(cls, s: TabularSlice, columns):
+        key = (s.path, s.row_group, tuple(columns) if columns else None)
+        with cls._lock:
+            cursor = cls._current
+            if cursor is None or cursor.key != key or cursor.pos > s.start:
+                if cursor is not None:
+                    cursor.files.close()
+                cls._current = None
+                cursor = cls._current = cls(key, s)
+            try:
+                return cursor.take(s.start, s.stop)
+            except BaseException:
+                cls._current = None
+                cursor.files.close()
+                raise
+
+    def take(self, start: int, stop: int):
+        import pyarrow as pa
+
+        parts = []
+        while self.pos < stop:
+            batch = self.pending if self.pending is not None else next(self.batches, None)
+            self.pending = None
+            if batch is None:
+                break
+            lo, hi = max(start - self.pos, 0), min(stop - self.pos, batch.num_rows)
+            if hi > lo:
+                parts.append(batch.slice(lo, hi - lo))
+            if hi < batch.num_rows:  # keep the rest for the next range
+                self.pending, self.pos = batch.slice(hi), self.pos + hi
+                break
+            self.pos += batch.num_rows
+        return pa.Table.from_batches(parts) if parts else _empty(self.pf, self.key[2])
+
+
+def _empty(pf, columns):
+    table = pf.schema_arrow.empty_table()
+    return table.select(columns) if columns else table
+
+
+@contextmanager
+def _hdf5_dataset(path: str, options: Mapping):
+    import h5py
+
+    with open_binary(path, exact=False) as raw, \
+            h5py.File(raw, "r") as h5:
+        name = options.get("hdf5_dataset")
+        if not name:
+            found: list[str] = []
+            h5.visititems(lambda key, obj: found.append(key) if isinstance(obj, h5py.Dataset)
+                          else None)
+            if len(found) != 1:
+                raise ValueError(f"{redact(path)} holds datasets {found[:10]}; set "
+                                 "[input].hdf5_dataset to the one to read")
+            name = found[0]
+        if name not in h5 or not isinstance(h5[name], h5py.Dataset) or not h5[name].shape:
+            raise ValueError(f"{redact(path)} has no table dataset {name!r}; fix "
+                             "[input].hdf5_dataset")
+        yield h5[name]
+
+
+def _read_hdf5(s: TabularSlice, options: Mapping) -> pd.DataFrame:
+    columns = options.get("columns")
+    with _hdf5_dataset(s.path, options) as ds:
+        stop = ds.shape[0] if s.stop < 0 else s.stop
+        if not s.filter:
+            return _hdf5_frame(ds, s.start, stop, columns)
+        parts = (_hdf5_frame(ds, lo, min(lo + _SCAN_ROWS, stop), columns)
+                 for lo in range(s.start, stop, _SCAN_ROWS))
+        return _concat(part[_mask(part, s.filter)] for part in parts)
+
+
+def _hdf5_frame(ds, start: int, stop: int, columns=None) -> pd.DataFrame:
+    import pandas as pd
+
+    names = ds.dtype.names
+    if names and columns:
+        names = [n for n in names if n in columns]
+    rows = ds.fields(list(names))[start:stop] if names and columns else ds[start:stop]
+    if names:
+        return pd.DataFrame({n: _column(rows[n]) for n in names})
+    rows = _decode(rows)
+    if rows.ndim == 2:
+        return pd.DataFrame(rows)
+    label = ds.name.rsplit("/", 1)[-1] or "value"
+    return pd.DataFrame({label: _column(rows) if rows.ndim == 1 else list(rows)})
+
+
+def _decode(values: np.ndarray) -> np.ndarray:
+    """UTF-8 text for HDF5 byte strings (fixed length 'S', or variable length objects)."""
+    if values.dtype.kind == "S":
+        return np.char.decode(values, "utf-8")
+    if values.dtype.kind == "O" and values.size and isinstance(values.flat[0], bytes):
+        return np.vectorize(lambda v: v.decode("utf-8"), otypes=[object])(values)
+    return values
+
+
+def _column(values: np.ndarray):
+    values = _decode(values)
+    return list(values) if values.ndim > 1 else values
+
+
+def iter_partitions(paths: Iterable[str], fmt: str | None, keys: list[str],
+                    options: Mapping) -> Iterator[tuple[dict, list[TabularSlice]]]:
+    """One (key values, slices) pair per distinct combination of ``keys``, sorted by value.
+
+    Files in hive layout (``.../STATE=CA/YEAR=2020/...``) take their keys from the path
+    without being read (values are strings, ``filter`` is None).  Otherwise rank 0 scans
+    only the key columns, chunk by chunk (memory: the distinct values and their counts),
+    and each slice is a whole file with ``filter`` set; the worker then reads that file,
+    keeping matching rows (a file is read once per key value it holds).  CSV key columns
+    are read as strings in both places, so their values compare exactly.
+    """
+    keys = list(keys)
+    if not keys:
+        raise ValueError("partition_keys is empty; name at least one column")
+    files: list[tuple[str, str, bool]] = []
+    index: dict[tuple, list[tuple[int, int]]] = {}
+    for path in paths:
+        file_fmt = detect_format(path, fmt)
+        hive = _hive_values(path, keys)
+        counts = Counter({hive: -1}) if hive is not None else _count_keys(path, file_fmt, keys,
+                                                                           options)
+        files.append((path, file_fmt, hive is not None))
+        for value, count in counts.items():
+            index.setdefault(value, []).append((len(files) - 1, count))
+    for value in sorted(index, key=_sort_key):
+        slices = [_whole_file(*files[i], condition=tuple(zip(keys, value)), nrows=count)
+                  for i, count in index[value]]
+        yield dict(zip(keys, value)), slices
+
+
+def _whole_file(path: str, fmt: str, hive: bool, condition, nrows: int) -> TabularSlice:
+    unit = {"csv": "bytes", "jsonl": "bytes", "parquet": "row_group", "hdf5": "rows"}[fmt]
+    return TabularSlice(path, fmt, 0, -1, unit, nrows=nrows, filter=None if hive else condition)
+
+
+def _hive_values(path: str, keys: list[str]) -> tuple | None:
+    from urllib.parse import unquote
+
+    segments = dict(part.split("=", 1) for part in path.replace("\\", "/").split("/")
+                    if "=" in part and "?" not in part)
+    if all(key in segments for key in keys):
+        return tuple(unquote(segments[key]) for key in keys)
+    return None
+
+
+def _count_keys(path: str, fmt: str, keys: list[str], options: Mapping) -> Counter:
+    counts: Counter = Counter()
+    try:
+        for frame in _key_frames(path, fmt, keys, options):
+            missing = [k for k in keys if k not in frame.columns]
+            if missing:
+                raise KeyError(f"partition key column(s) {missing} not in {list(frame.columns)}")
+            grouped = frame[keys].groupby(keys, dropna=False, sort=False).size()
+            for value, count in grouped.items():
+                value = value if isinstance(value, tuple) else (value,)
+                counts[tuple(_plain(v) for v in value)] += int(count)
+    except Exception as exc:
+        raise ValueError(f"cannot scan partition keys {keys} in {redact(path)}: "
+                         f"{type(exc).__name__}: {exc}") from None
+    return counts
+
+
+def _key_frames(path: str, fmt: str, keys: list[str], options: Mapping) -> Iterator[pd.DataFrame]:
+    import pandas as pd
+
+    if fmt == "parquet":
+        with _parquet_file(path) as pf:
+            for batch in pf.iter_batches(batch_size=_SCAN_ROWS, columns=keys):
+                yield batch.to_pandas()
+    elif fmt == "hdf5":
+        with _hdf5_dataset(path, options) as ds:
+            for lo in range(0, ds.shape[0], _SCAN_ROWS):
+                yield _hdf5_frame(ds, lo, min(lo + _SCAN_ROWS, ds.shape[0]), keys)
+    else:
+        opts = _text_options(path, fmt, options, keys)
+        if fmt == "csv":
+            opts["usecols"] = keys
+        read = pd.read_csv if fmt == "csv" else pd.read_json
+        with open_binary(path) as f, read(f, chunksize=_SCAN_ROWS, **opts) as chunks:
+            yield from chunks
+
+
+def _plain(value):
+    """Python scalar for a key value; missing values become None."""
+    import pandas as pd
+
+    if value is None or (np.ndim(value) == 0 and not isinstance(value, (str, bytes))
+                         and pd.isna(value)):
+        return None
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _sort_key(value: tuple) -> tuple:
+    return tuple((v is None, type(v).__name__, "" if v is None else v) for v in value)
