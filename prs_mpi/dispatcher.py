@@ -11,7 +11,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from .protocol import (Assign, Attempt, Commit, Fatal, Goodbye, Leaving, Offset, Report, Request, Revoke,
+from .protocol import (Assign, Attempt, Commit, Fatal, Goodbye, InitFailed, Leaving, Offset, Report, Request, Revoke,
                        Revoked, Started, Stop)
 from .summary import Accounting
 
@@ -264,6 +264,11 @@ class Dispatcher:
         log.warning("mini-batch %d failed after %d attempts: %s", a.batch_id, a.attempt,
                     (a.error or "").strip().splitlines()[-1:] or a.status)
 
+    def _on_init_failed(self, peer: Peer, msg: InitFailed) -> None:
+        self.attempts_log.error(f"init() failed on rank {peer.rank} ({peer.host}), try {msg.tries} of "
+                                f"{self.cfg.init_max_try}", msg.error)
+        peer.last_error = msg.error.strip().splitlines()[-1][:200] if msg.error.strip() else None
+
     def _on_leaving(self, peer: Peer, msg: Leaving) -> None:
         if peer.alive and msg.reason:
             self.attempts_log.error(f"rank {peer.rank} ({peer.host}) left the job", msg.reason)
@@ -282,8 +287,9 @@ class Dispatcher:
     def _on_fatal(self, peer: Peer, msg: Fatal) -> None:
         self.fatal = msg
 
-    _HANDLERS = {Request: _on_request, Started: _on_started, Revoked: _on_revoked, Report: _on_report, Commit: _on_commit,
-                 Leaving: _on_leaving, Goodbye: _on_goodbye, Fatal: _on_fatal}
+    _HANDLERS = {Request: _on_request, Started: _on_started, Revoked: _on_revoked, Report: _on_report,
+                 Commit: _on_commit, InitFailed: _on_init_failed, Leaving: _on_leaving, Goodbye: _on_goodbye,
+                 Fatal: _on_fatal}
 
     # -------------------------------------------------------------- ending
     def _check_thresholds(self) -> None:

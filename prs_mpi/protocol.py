@@ -11,6 +11,7 @@ Flow for one worker (W) and the dispatcher (D):
                                      finished attempts; nbytes > 0 asks for an output offset
     D → W  Offset(flush_id, offset, header)  where to Write_at the flush (header first if set)
     W → D  Commit(flush_id)          the bytes are in the file: the mini-batches are done
+    W → D  InitFailed(error, tries)  init() failed on this rank (it retries; job_error.txt shows it)
     W → D  Leaving(reason, returned) the worker cannot go on (init failed too often)
     D → W  Stop(reason, mode)        finish: drain | interrupt (finish the running one) | abort;
                                      then flush, shutdown(), say Goodbye
@@ -41,6 +42,7 @@ class Tag(enum.IntEnum):
     GOODBYE = 10
     FATAL = 11
     STARTED = 12
+    INIT_FAILED = 13
 
 
 class Status(enum.StrEnum):
@@ -139,6 +141,12 @@ class Commit:
 
 
 @dataclass(frozen=True)
+class InitFailed:
+    error: str
+    tries: int
+
+
+@dataclass(frozen=True)
 class Leaving:
     reason: str
     returned: tuple[int, ...]
@@ -171,6 +179,7 @@ TAG_OF: dict[type, Tag] = {
     Request: Tag.REQUEST, Assign: Tag.ASSIGN, Revoke: Tag.REVOKE, Revoked: Tag.REVOKED,
     Report: Tag.REPORT, Offset: Tag.OFFSET, Commit: Tag.COMMIT, Leaving: Tag.LEAVING,
     Stop: Tag.STOP, Goodbye: Tag.GOODBYE, Fatal: Tag.FATAL, Started: Tag.STARTED,
+    InitFailed: Tag.INIT_FAILED,
 }
 
 

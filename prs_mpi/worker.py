@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from .protocol import (Assign, Attempt, Commit, Goodbye, Leaving, Offset, Report, Request, Revoke, Revoked,
+from .protocol import (Assign, Attempt, Commit, Goodbye, InitFailed, Leaving, Offset, Report, Request, Revoke, Revoked,
                        Started, Status, Stop, SUCCEEDED)
 
 log = logging.getLogger(__name__)
@@ -141,6 +141,8 @@ class Worker:
         self.init_failures += 1
         self.ready = False
         log.error("init() failed (%d of %d tries):\n%s", self.init_failures, self.cfg.init_max_try, error)
+        if self.init_failures < self.cfg.init_max_try:
+            self.send(InitFailed(error, self.init_failures))
         if self.init_failures >= self.cfg.init_max_try:
             self.leaving = True
             returned = tuple(item[0].id for item in self.queue)
