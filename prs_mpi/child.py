@@ -69,6 +69,8 @@ class UserCode:
         self.module: Any = None
         self._run_takes_context = False
         self._start_log: Any = None
+        self._downloader: Any = None
+        self._prefetched: dict[int, Any] = {}
 
     # -------------------------------------------------------------- lifecycle
     def init(self) -> float:
@@ -131,11 +133,27 @@ class UserCode:
         return RunResult(result.status, nitems, result.succeeded, result.data, result.header, result.error,
                          run_seconds, t1 - t0)
 
+    def _needs_download(self, batch: Any) -> bool:
+        return (self.spec.input_kind == "file" and self.spec.input_mode == "download"
+                and any("://" in p for p in batch.items))
+
+    def prefetch(self, batch: Any) -> None:
+        """Start downloading `batch`'s remote files in the background (I/O overlaps compute)."""
+        if not self._needs_download(batch):
+            return
+        from concurrent.futures import ThreadPoolExecutor
+        from .storage import fetch_batch
+        if self._downloader is None:
+            self._downloader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prs-prefetch")
+        self._prefetched[batch.id] = self._downloader.submit(fetch_batch, list(batch.items), self.spec.scratch_dir)
+
     def _load_input(self, batch: Any) -> tuple[Any, Any]:
         if self.spec.input_kind == "tabular":
             from .tabular import read_slice
             return read_slice(batch.slice, self.spec.input_options), lambda: None
-        if self.spec.input_mode == "download" and any("://" in p for p in batch.items):
+        if batch.id in self._prefetched:
+            return self._prefetched.pop(batch.id).result()
+        if self._needs_download(batch):
             from .storage import fetch_batch
             return fetch_batch(list(batch.items), self.spec.scratch_dir)
         return list(batch.items), lambda: None
@@ -201,12 +219,17 @@ def _positional_params(func: Any) -> int:
 def serve(conn: Any) -> int:
     """Answer the supervisor's requests until told to shut down (or the pipe closes)."""
     code: UserCode | None = None
+    waiting: list[tuple] = []
     while True:
         try:
-            msg = conn.recv()
+            msg = waiting.pop(0) if waiting else conn.recv()
         except (EOFError, OSError):
             return 0
         kind = msg[0]
+        if kind == "run" and not waiting and conn.poll(0):
+            waiting.append(conn.recv())               # the next mini-batch is already here:
+            if waiting[0][0] == "run":                # download its remote files while this one runs
+                code.prefetch(waiting[0][1])
         if kind == "init":
             code = UserCode(msg[1])
             try:

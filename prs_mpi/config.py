@@ -373,6 +373,7 @@ def build_config(data: Mapping[str, Any], job_path: Path, src: str, check_files:
     _cross_checks(src, cfg)
     if check_files:
         check_entry_script(src, cfg)
+        check_local_paths(src, cfg)
     return cfg
 
 
@@ -409,6 +410,15 @@ def _cross_checks(src: str, cfg: JobConfig) -> None:
     if "/" in cfg.append_row_file_name or cfg.append_row_file_name in (".", ".."):
         raise ConfigError(f"{src}: key 'append_row_file_name': expected a plain file name, "
                           f"found {cfg.append_row_file_name!r}")
+
+
+def check_local_paths(src: str, cfg: JobConfig) -> None:
+    """Models and side inputs given as local paths exist (URLs are fetched, with retries, later)."""
+    for table in ("models", "side_inputs"):
+        for name, path in getattr(cfg, table).items():
+            if not is_url(path) and not os.path.exists(path):
+                raise ConfigError(f"{src}: key '{table}.{name}': no such file or directory {path}; "
+                                  "paths are relative to the job file")
 
 
 def check_entry_script(src: str, cfg: JobConfig) -> None:

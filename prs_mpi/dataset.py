@@ -44,7 +44,7 @@ def iter_mini_batches(cfg: JobConfig) -> Iterator[MiniBatchSpec]:
         for i, (nitems, sl, part, desc) in enumerate(specs):
             yield MiniBatchSpec(id=i, nitems=nitems, slice=sl, partition=part, dataset=desc)
         return
-    files = iter_files(cfg.input.paths)
+    files = iter_input_files(cfg)
     if cfg.input.partition_format:
         yield from _partitioned_file_batches(files, cfg.input.partition_format, cfg.input.paths)
         return
@@ -58,10 +58,11 @@ def iter_mini_batches(cfg: JobConfig) -> Iterator[MiniBatchSpec]:
 
 # ---------------------------------------------------------------- listing
 
-def iter_files(patterns: Iterable[str]) -> Iterator[str]:
-    """Expand globs, directories, URLs and @listing files, lazily and in a stable order."""
+def iter_input_files(cfg: JobConfig) -> Iterator[str]:
+    """Expand [input].paths (globs, directories, URLs, @listing files) lazily, in a stable order;
+    relative lines of a listing file are relative to the job file, like every path in it."""
     from . import storage
-    return storage.iter_files(list(patterns))
+    return storage.iter_files(list(cfg.input.paths), os.path.dirname(cfg.job_file))
 
 
 # ---------------------------------------------------------------- partition_format

@@ -101,15 +101,18 @@ def make_worker(cfg: JobConfig, layout: Layout, channel: Channel, output: Any) -
     topo = placement_mod.local_topology(layout.local_rank, layout.local_size, penv)
     place = placement_mod.plan(layout.rank, topo, pcfg, penv)
     log.info("placement: %s", placement_mod.format_plan([place]).splitlines()[-1])
+    models, sides = local_copies(cfg, dict(cfg.models)), local_copies(cfg, dict(cfg.side_inputs))
+    ctx = context_env(cfg, layout, models, sides)
     spec = ChildSpec(entry_script_path=cfg.entry_script_path, source_directory=cfg.source_directory,
-                     arguments=tuple(cfg.arguments) + side_input_arguments(cfg), output_action=cfg.output_action,
+                     arguments=tuple(cfg.arguments) + side_input_arguments(cfg, sides),
+                     output_action=cfg.output_action,
                      append_row_format=cfg.append_row_format, input_kind=cfg.input.kind,
                      input_options=_input_options(cfg), input_mode=cfg.input.input_mode,
                      scratch_dir=cfg.input.scratch_dir, compat=cfg.compat, rank=layout.rank,
                      state_dir=os.path.join(cfg.output_dir, ".prs"))
-    env = child_environment(os.environ, {**place.env, **cfg.environment_variables, **context_env(cfg, layout)})
+    env = child_environment(os.environ, {**place.env, **cfg.environment_variables, **ctx})
     if cfg.isolation == "none":
-        os.environ.update({**cfg.environment_variables, **context_env(cfg, layout)})
+        os.environ.update({**cfg.environment_variables, **ctx})
         factory = lambda: InProcess(spec, cfg.run_invocation_timeout)  # noqa: E731
     else:
         cpus = place.cpus if pcfg.pin_cpus else ()
@@ -128,20 +131,32 @@ def _input_options(cfg: JobConfig) -> dict[str, Any]:
     return opts
 
 
-def context_env(cfg: JobConfig, layout: Layout) -> dict[str, str]:
+def node_cache_dir(cfg: JobConfig) -> str:
+    """Node-local cache for side inputs and models given as URLs (fetched once per node)."""
+    import tempfile
+    return os.path.join(cfg.input.scratch_dir or tempfile.gettempdir(), "prs-mpi-cache")
+
+
+def local_copies(cfg: JobConfig, table: dict[str, str]) -> dict[str, str]:
+    """URLs fetched once per node (cached by content/etag); local paths as they are."""
+    from .storage import fetch_once_per_node, is_url
+    return {name: fetch_once_per_node(path, node_cache_dir(cfg)) if is_url(path) else path
+            for name, path in table.items()}
+
+
+def context_env(cfg: JobConfig, layout: Layout, models: dict[str, str], sides: dict[str, str]) -> dict[str, str]:
     from .entry import (ENV_HOST, ENV_LOG_DIR, ENV_LOG_LEVEL, ENV_MODELS, ENV_OUTPUT_DIR, ENV_RANK,
                         ENV_SIDE_INPUTS)
     return {ENV_RANK: str(layout.rank), ENV_HOST: layout.host, ENV_OUTPUT_DIR: cfg.output_dir,
             ENV_LOG_DIR: os.path.join(cfg.output_dir, "logs", "user", layout.host),
-            ENV_MODELS: json.dumps(dict(cfg.models)), ENV_SIDE_INPUTS: json.dumps(dict(cfg.side_inputs)),
-            ENV_LOG_LEVEL: cfg.logging_level}
+            ENV_MODELS: json.dumps(models), ENV_SIDE_INPUTS: json.dumps(sides), ENV_LOG_LEVEL: cfg.logging_level}
 
 
-def side_input_arguments(cfg: JobConfig) -> tuple[str, ...]:
+def side_input_arguments(cfg: JobConfig, sides: dict[str, str]) -> tuple[str, ...]:
     if not cfg.side_inputs_as_arguments:
         return ()
     out: list[str] = []
-    for name, path in cfg.side_inputs.items():
+    for name, path in sides.items():
         out += [f"--{name}", path]
     return tuple(out)
 

@@ -132,9 +132,9 @@ def _read_result(cfg: JobConfig) -> dict | None:
 
 def input_fingerprint(cfg: JobConfig) -> str:
     """The listing with sizes and mtimes (local files) — what allow_reuse compares."""
-    from .dataset import iter_files
+    from .dataset import iter_input_files
     h = hashlib.sha256()
-    for path in iter_files(cfg.input.paths):
+    for path in iter_input_files(cfg):
         try:
             s = os.stat(path)
             h.update(f"{path}\0{s.st_size}\0{s.st_mtime_ns}\n".encode())

@@ -110,9 +110,19 @@ class RunResult:
             "output_action": cfg.output_action,
             "thresholds": {"error_threshold": cfg.error_threshold, "allowed_failed_count": cfg.allowed_failed_count,
                            "allowed_failed_percent": cfg.allowed_failed_percent},
-            "config": cfg.to_dict(),
+            "config": redacted(cfg.to_dict()),
             **(extra or {}),
         }
+
+
+def redacted(obj: Any) -> Any:
+    """A config view with credentials and query tokens removed from every URL."""
+    from .storage import redact
+    if isinstance(obj, dict):
+        return {k: redacted(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [redacted(v) for v in obj]
+    return redact(obj) if isinstance(obj, str) and "://" in obj else obj
 
 
 def write_result(output_dir: str, result: dict[str, Any]) -> None:

@@ -65,6 +65,7 @@ def test_azure_style_entry_script_runs_unmodified(jobdir):
 def test_without_compat_the_azure_imports_fail_clearly(jobdir):
     jobdir.files(2, content=lambda i: "1\n")
     jobdir.script(AZURE_STYLE)
+    (jobdir.root / "models").mkdir()
     r = launch(None, ["run", str(jobdir.job(models={"scorer": "models"}, run_max_try=1, init_max_try=1))])
     assert r.returncode == 1
     assert "No module named 'azureml'" in r.stderr

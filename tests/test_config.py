@@ -132,3 +132,13 @@ def test_urls_are_kept_and_listing_files_resolved(jobdir):
     jobdir.script(ECHO)
     cfg = load_config(jobdir.job(input_paths=["s3://bucket/x/*.png", "@list.txt"]))
     assert cfg.input.paths == ("s3://bucket/x/*.png", "@" + str(jobdir.root / "list.txt"))
+
+
+def test_missing_model_or_side_input_path(jobdir):
+    jobdir.script(ECHO)
+    with pytest.raises(ConfigError, match=r"key 'models.mnist': no such file or directory .*models/mnist"):
+        load_config(jobdir.job(models={"mnist": "models/mnist"}))
+    (jobdir.root / "labels.json").write_text("{}")
+    cfg = load_config(jobdir.job(side_inputs={"labels": "labels.json"}, models={"m": "https://host/m.bin"}))
+    assert cfg.side_inputs == {"labels": str(jobdir.root / "labels.json")}
+    assert cfg.models == {"m": "https://host/m.bin"}
