@@ -15,6 +15,7 @@ import os
 import sys
 import time
 import traceback
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -139,7 +140,7 @@ class UserCode:
 
     def prefetch(self, batch: Any) -> None:
         """Start downloading `batch`'s remote files in the background (I/O overlaps compute)."""
-        if not self._needs_download(batch):
+        if batch.id in self._prefetched or not self._needs_download(batch):
             return
         from concurrent.futures import ThreadPoolExecutor
         from .storage import fetch_batch
@@ -219,17 +220,27 @@ def _positional_params(func: Any) -> int:
 def serve(conn: Any) -> int:
     """Answer the supervisor's requests until told to shut down (or the pipe closes)."""
     code: UserCode | None = None
-    waiting: list[tuple] = []
+    pending: deque[tuple] = deque()     # received, not yet handled; one ("one", batch, attempt) per mini-batch
+
+    def receive() -> None:
+        msg = conn.recv()
+        if msg[0] == "run":
+            pending.extend(("one", batch, attempt) for batch, attempt in msg[1])
+        else:
+            pending.append(msg)
+
     while True:
         try:
-            msg = waiting.pop(0) if waiting else conn.recv()
+            if not pending:
+                receive()
+            while conn.poll(0):         # take what is already sent: the next downloads can start early
+                receive()
         except (EOFError, OSError):
             return 0
+        msg = pending.popleft()
         kind = msg[0]
-        if kind == "run" and not waiting and conn.poll(0):
-            waiting.append(conn.recv())               # the next mini-batch is already here:
-            if waiting[0][0] == "run":                # download its remote files while this one runs
-                code.prefetch(waiting[0][1])
+        if kind == "one" and pending and pending[0][0] == "one":
+            code.prefetch(pending[0][1])    # download its remote files while this one runs
         if kind == "init":
             code = UserCode(msg[1])
             try:
@@ -237,7 +248,7 @@ def serve(conn: Any) -> int:
             except BaseException:
                 conn.send(("init_err", format_exc()))
                 return 1
-        elif kind == "run":
+        elif kind == "one":
             conn.send(("result", msg[1].id, code.run(msg[1], msg[2])))
         elif kind == "shutdown":
             try:

@@ -131,6 +131,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             cfg = load_and_check(args)
         except PrsError as exc:
             error = (str(exc), exc.exit_code)
+    from .transport import polite_barrier
+    polite_barrier(comm)              # rank 0 validates; the others wait without spinning
     cfg, error = comm.bcast((cfg, error), root=0)
     if error is not None:
         if comm.Get_rank() == 0:

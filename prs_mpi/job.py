@@ -121,6 +121,7 @@ def make_worker(cfg: JobConfig, layout: Layout, channel: Channel, output: Any) -
     monitor = ResourceMonitor(paths["perf_file"], layout.rank, layout.host, cfg.resource_monitor_interval)
     send = lambda msg: channel.send(0, msg)  # noqa: E731
     start_log = StartLog(os.path.join(cfg.output_dir, ".prs"), layout.rank)
+    start_log.run_begins()
     return Worker(layout.rank, layout.host, cfg, send, output, factory, monitor, start_log)
 
 

@@ -52,10 +52,13 @@ class Journal:
 
 class StartLog:
     """Per-rank record of attempts: `S id attempt` written by the child just before run(), `E id
-    attempt` by the supervisor once it saw the attempt end (result, crash or timeout).
+    attempt` by the supervisor once it saw the attempt end (result, crash or timeout), and `R` by
+    the supervisor when a run (a launch of the job) begins on this rank.
 
-    An attempt with an S and no E was running when the whole job died. Rank 0 may never have heard
-    of it, but this file survives: a resume counts the attempt, so a poison pill cannot loop forever.
+    The child runs its mini-batches one after the other, so when the whole job dies, only the last
+    `S` of a run on a rank can have been running; if no `E` follows it, the job died under it. Rank
+    0 may never have heard of it, but this file survives: a resume charges that attempt, so a
+    poison pill cannot loop forever.
     """
 
     def __init__(self, state_dir: str, rank: int) -> None:
@@ -63,11 +66,14 @@ class StartLog:
         os.makedirs(d, exist_ok=True)
         self.fd = os.open(os.path.join(d, f"rank{rank}.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
+    def run_begins(self) -> None:
+        os.write(self.fd, b"R\n")
+
     def started(self, batch_id: int, attempt: int) -> None:
         os.write(self.fd, f"S {batch_id} {attempt}\n".encode())
 
     def ended(self, batch_id: int, attempt: int) -> None:
-        """run() returned (whatever it returned): this attempt did not take the job down."""
+        """The supervisor saw this attempt end: it did not take the job down."""
         os.write(self.fd, f"E {batch_id} {attempt}\n".encode())
 
     def close(self) -> None:
@@ -76,23 +82,41 @@ class StartLog:
             self.fd = -1
 
 
+def died_under(lines: list[bytes]) -> list[int]:
+    """Mini-batch ids a job died under, from one rank's start log (see StartLog)."""
+    out: list[int] = []
+    last: tuple[int, int] | None = None
+    ended: set[tuple[int, int]] = set()
+
+    def close_run() -> None:
+        if last is not None and last not in ended:
+            out.append(last[0])
+
+    for line in lines:
+        parts = line.split()
+        if parts == [b"R"]:
+            close_run()
+            last, ended = None, set()
+        elif len(parts) == 3 and parts[0] in (b"S", b"E") and parts[1].isdigit() and parts[2].isdigit():
+            key = (int(parts[1]), int(parts[2]))
+            if parts[0] == b"S":
+                last = key
+            else:
+                ended.add(key)
+    close_run()
+    return out
+
+
 def read_started(state_dir: str) -> dict[int, int]:
-    """id → attempts that began and never returned (the job died under them), over every rank's log."""
-    begun: dict[tuple[int, int], int] = {}
+    """id → how many runs of the job died while it was running, over every rank's start log."""
+    out: dict[int, int] = {}
     d = os.path.join(state_dir, "started")
     if not os.path.isdir(d):
-        return {}
+        return out
     for name in os.listdir(d):
         with open(os.path.join(d, name), "rb") as f:
-            for line in f.read().split(b"\n"):
-                parts = line.split()
-                if len(parts) == 3 and parts[0] in (b"S", b"E") and parts[1].isdigit() and parts[2].isdigit():
-                    key = (int(parts[1]), int(parts[2]))
-                    begun[key] = begun.get(key, 0) + (1 if parts[0] == b"S" else -1)
-    out: dict[int, int] = {}
-    for (bid, _attempt), open_count in begun.items():
-        if open_count > 0:
-            out[bid] = out.get(bid, 0) + open_count
+            for bid in died_under(f.read().split(b"\n")):
+                out[bid] = out.get(bid, 0) + 1
     return out
 
 

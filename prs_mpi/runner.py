@@ -18,7 +18,7 @@ from .job import (Layout, RankLoop, RunOptions, SignalFlag, discover_layout, exi
 from .journal import Journal, JournalState, replay
 from .runlog import AttemptLog, log_paths, setup_logging
 from .summary import Accounting, RunResult, one_line, write_result
-from .transport import Channel
+from .transport import Channel, polite_barrier
 
 log = logging.getLogger(__name__)
 STATE_DIR = ".prs"
@@ -199,6 +199,7 @@ def run_job(cfg: JobConfig, opts: RunOptions) -> int:
             os.makedirs(os.path.join(cfg.output_dir, "logs", "sys"), exist_ok=True)
         except (PrsError, OSError) as exc:
             error = str(exc) if isinstance(exc, PrsError) else f"cannot prepare output_dir {cfg.output_dir}: {exc}"
+    polite_barrier(comm)
     error, mode = comm.bcast((error, prepared.mode if prepared else None), root=0)
     if error:
         if layout.rank == 0:
@@ -207,7 +208,7 @@ def run_job(cfg: JobConfig, opts: RunOptions) -> int:
         return RunStateError.exit_code
     if mode == "reused":
         return _reused(cfg, prepared) if layout.rank == 0 else EXIT_OK
-    comm.Barrier()
+    polite_barrier(comm)
     setup_logging(cfg.logging_level, layout.rank, layout.host, log_paths(cfg.output_dir, layout.rank,
                                                                            layout.host)["sys_log"])
     if layout.rank != 0:
@@ -217,6 +218,7 @@ def run_job(cfg: JobConfig, opts: RunOptions) -> int:
     except BaseException as exc:  # noqa: BLE001 — every exit path is explicit
         report_fatal_and_abort(comm, layout, exc)
         raise
+    polite_barrier(comm)              # rank 0 writes the result while the others wait
     return comm.bcast(code, root=0)
 
 
@@ -236,6 +238,7 @@ def _run_ranks(cfg: JobConfig, opts: RunOptions, comm: Any, layout: Layout, prep
     if layout.rank != 0:
         RankLoop(channel, worker, None, None).run()
         channel.drain(10.0)
+        polite_barrier(comm)
         output.close()
         return EXIT_OK
     return _run_rank0(cfg, opts, comm, layout, prepared, channel, output, worker)
@@ -272,6 +275,7 @@ def _run_rank0(cfg: JobConfig, opts: RunOptions, comm: Any, layout: Layout, prep
         _finish(cfg, layout, d, journal, attempts_log, progress, started, "failed", reason, prepared)
         comm.Abort(1)
     channel.drain(10.0)
+    polite_barrier(comm)
     output.close()
     state = d.stop_state or "failed"
     reason = "" if state == "succeeded" else d.stop_reason

@@ -112,11 +112,15 @@ class ChildProcess:
         self.conn.send(("init", self.spec))
         self.deadline = None
 
-    def submit(self, batch: Any, attempt: int) -> None:
+    def submit_many(self, group: list[tuple[Any, int]]) -> None:
+        """Hand (batch, attempt) pairs to the child in one message; it runs them in order."""
         if not self.running:
             self.deadline = time.monotonic() + self.timeout
-        self.running.append(batch.id)
-        self.conn.send(("run", batch, attempt))
+        self.running.extend(batch.id for batch, _ in group)
+        try:
+            self.conn.send(("run", group))
+        except OSError:      # the child just died: poll() reports it and the group goes back
+            pass
 
     def poll(self) -> tuple | None:
         if self.conn is None:
@@ -206,7 +210,11 @@ class InProcess:
         except BaseException:
             self.events.append(("init_err", format_exc()))
 
-    def submit(self, batch: Any, attempt: int) -> None:
+    def submit_many(self, group: list[tuple[Any, int]]) -> None:
+        for batch, attempt in group:
+            self._run_one(batch, attempt)
+
+    def _run_one(self, batch: Any, attempt: int) -> None:
         def alarm(signum: int, frame: Any) -> None:
             raise TimeoutError(f"run() did not return within run_invocation_timeout={self.timeout:g}s")
 

@@ -77,3 +77,14 @@ class Channel:
             self.progress()
             backoff.wait(not self._pending)
         return not self._pending
+
+
+def polite_barrier(comm: Any, max_sleep: float = 0.005) -> None:
+    """Wait for every rank without spinning (MPICH's blocking collectives busy-wait): call this
+    before a blocking collective whose other ranks may be busy for a while, e.g. rank 0 writing
+    the result while the workers wait to exit."""
+    request = comm.Ibarrier()
+    backoff = Backoff(max_sleep=max_sleep)
+    while not request.Test():
+        backoff.wait(False)
+

@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 TARGET_QUEUE_SECONDS = 0.005  # for short mini-batches, keep this much work queued (hides the round trip)
 MAX_PREFETCH = 64
 PIPELINE = 2                  # mini-batches handed to the runner at once: the child never waits for us
+TINY_RUN = 0.001              # mini-batches shorter than this ...
+TINY_PIPELINE = 16            # ... are handed over this many at a time, in one message
 LONG_RUN = 0.05               # mini-batches longer than this are not prefetched
 STARTED_EVERY = 0.2           # tell rank 0 what runs at most this often (tiny mini-batches)
 
@@ -164,17 +166,23 @@ class Worker:
         self.runner.start()
 
     def _feed_runner(self) -> bool:
-        if not self.ready or not self.queue or self.runner is None or len(self.running) >= PIPELINE:
+        # tiny mini-batches go to the child several per message; others two at a time
+        limit = TINY_PIPELINE if 0 < self.mean_run < TINY_RUN else PIPELINE
+        if not self.ready or not self.queue or self.runner is None or len(self.running) >= limit:
             return False
         if self.stopping is not None and self.stopping.abort:
             return False
-        batch, attempt = self.queue.popleft()
-        self.running.append([batch, attempt, time.time()])
-        now = time.monotonic()
-        if attempt > 1 or now - self.last_started >= STARTED_EVERY:   # for status.json; rate-limited
-            self.last_started = now
-            self.send(Started(batch.id, attempt))
-        self.runner.submit(batch, attempt)
+        group = []
+        now = time.time()
+        while self.queue and len(self.running) < limit:
+            batch, attempt = self.queue.popleft()
+            self.running.append([batch, attempt, now])
+            group.append((batch, attempt))
+        mono = time.monotonic()
+        if group[0][1] > 1 or mono - self.last_started >= STARTED_EVERY:   # for status.json; rate-limited
+            self.last_started = mono
+            self.send(Started(group[0][0].id, group[0][1]))
+        self.runner.submit_many(group)
         return True
 
     def _finished(self, result: Any) -> None:

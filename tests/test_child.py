@@ -124,11 +124,11 @@ def test_child_process_survives_crashes_and_hangs(tmp_path, what, kind, needle):
                          timeout=1.0)
     child.start()
     assert _drive(child)[0] == "init_ok"
-    child.submit(MiniBatchSpec(id=1, items=("ok",), nitems=1), 1)
+    child.submit_many([(MiniBatchSpec(id=1, items=("ok",), nitems=1), 1)])
     ev = _drive(child)
     assert ev[0] == "result" and ev[2].status == Status.OK
     t0 = time.monotonic()
-    child.submit(MiniBatchSpec(id=2, items=(what,), nitems=1), 1)
+    child.submit_many([(MiniBatchSpec(id=2, items=(what,), nitems=1), 1)])
     ev = _drive(child)
     assert ev[0] == kind and needle in ev[1], ev
     assert time.monotonic() - t0 < 10
@@ -154,6 +154,6 @@ def test_in_process_timeout_for_python_code(tmp_path):
     runner = InProcess(make_spec(tmp_path, SCRIPT), timeout=0.5)
     runner.start()
     assert runner.poll()[0] == "init_ok"
-    runner.submit(MiniBatchSpec(id=1, items=("hang_py",), nitems=1), 1)
+    runner.submit_many([(MiniBatchSpec(id=1, items=("hang_py",), nitems=1), 1)])
     ev = runner.poll()
     assert ev[0] == "timeout" and "run_invocation_timeout" in ev[1]

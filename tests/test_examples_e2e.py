@@ -78,3 +78,52 @@ def test_partition_per_folder(tmp_path):
     import json
     result = json.loads(next((ex / "runs").rglob("job_result.json")).read_text())
     assert len(summaries) == result["mini_batches"]["total"] >= 2
+
+
+def job_output(ex: Path) -> tuple[dict, Path]:
+    """The run's job_result.json and the append file it names."""
+    import json
+    result = json.loads(next((ex / "runs").rglob("job_result.json")).read_text())
+    return result, Path(result["output_file"])
+
+
+def test_iris_tabular(tmp_path):
+    ex = copy_example("iris", tmp_path)
+    run_py(str(ROOT / "scripts" / "train_iris.py"), "--model-dir", str(ex / "models" / "iris"),
+           "--data-dir", str(ex / "data"))
+    r = launch(2, ["run", str(ex / "job.toml")])
+    assert r.returncode == 0, r.output
+    result, output = job_output(ex)
+    assert result["state"] == "succeeded" and result["mini_batches"]["total"] >= 2
+    import pandas as pd
+    lines = output.read_text().splitlines()
+    assert lines[0] == "id,prediction" and lines.count(lines[0]) == 1
+    predictions = pd.read_csv(output)
+    inputs = pd.read_csv(ex / "data" / "iris.csv")
+    assert len(predictions) == len(inputs) and predictions.id.is_unique
+    assert set(predictions.id) == set(inputs.id)
+    labels = pd.read_csv(ex / "data" / "iris_labels.csv")
+    merged = predictions.merge(labels, on="id")
+    accuracy = (merged.prediction == merged.species).mean()
+    assert len(merged) == len(labels) and accuracy >= 0.9, accuracy
+
+
+def test_partition_per_column(tmp_path):
+    ex = copy_example("partition_per_column", tmp_path)
+    run_py(str(ex / "make_data.py"), cwd=ex)
+    r = launch(2, ["run", str(ex / "job.toml")])
+    assert r.returncode == 0, r.output
+    result, output = job_output(ex)
+    import pandas as pd
+    inputs = pd.read_csv(ex / "data" / "income.csv")
+    expected = inputs.groupby("STATE").INCOME.agg(["size", "sum"])
+    assert result["state"] == "succeeded" and result["mini_batches"]["total"] == len(expected)
+    got = pd.read_csv(output)
+    assert sorted(got.ID) == sorted(inputs.ID)
+    per_state = got.groupby("STATE").agg(rows=("ID", "size"), state_rows=("state_rows", "unique"),
+                                         total=("total_income", "unique"))
+    assert sorted(per_state.index) == sorted(expected.index)
+    for state, row in per_state.iterrows():
+        assert row.rows == expected.loc[state, "size"] and list(row.state_rows) == [row.rows], state
+        assert len(row.total) == 1 and row.total[0] == pytest.approx(expected.loc[state, "sum"],
+                                                                     abs=0.01), state

@@ -23,10 +23,18 @@ def expected_names(n: int) -> list[str]:
     return sorted(f"f{i:05d}.txt" for i in range(n))
 
 
+SLOW_ECHO = """
+import os, time
+def run(mini_batch):
+    time.sleep(0.02)
+    return [os.path.basename(p) for p in mini_batch]
+"""
+
+
 @pytest.mark.parametrize("nprocs", [1, 2, 4, 8])
 def test_every_item_exactly_once(jobdir, nprocs):
     jobdir.files(61)
-    jobdir.script(ECHO)
+    jobdir.script(SLOW_ECHO)
     job = jobdir.job(mini_batch_size=3)
     r = launch(nprocs, ["run", str(job)])
     assert r.returncode == 0, r.output
@@ -201,11 +209,12 @@ def test_input_matching_nothing(jobdir):
 
 
 INIT_FAILS = """
-import os
+import os, time
 def init():
     if os.environ['PRS_MPI_RANK'] in {ranks}:
         raise RuntimeError('cannot load model on rank ' + os.environ['PRS_MPI_RANK'])
 def run(mini_batch):
+    time.sleep(0.1)
     return [os.path.basename(p) + ' rank ' + os.environ['PRS_MPI_RANK'] for p in mini_batch]
 """
 
@@ -276,7 +285,7 @@ def test_unfinished_run_needs_resume(jobdir):
 
 def test_unhandled_error_on_a_rank_ends_the_job(jobdir):
     jobdir.files(40)
-    jobdir.script(ECHO)
+    jobdir.script(SLOW_ECHO.replace("0.02", "0.2"))
     t0 = time.monotonic()
     r = launch(4, ["run", str(jobdir.job(mini_batch_size=1))], env={"PRS_MPI_INJECT": "raise-on-rank=2"},
                timeout=120)
@@ -295,7 +304,7 @@ def run(mini_batch):
 
 def test_idle_ranks_do_not_busy_spin(jobdir):
     """8 ranks on this machine's cores, user code only sleeps: the job must leave the CPUs mostly idle."""
-    jobdir.files(32)
+    jobdir.files(64)
     jobdir.script(SLEEPER)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()

@@ -320,3 +320,10 @@ def run(mini_batch):
         assert sorted(names) == [f"f{i:05d}.txt" for i in range(300)]
     finally:
         subprocess.run(["umount", "-l", str(small)], capture_output=True)
+
+
+def test_start_log_charges_only_the_last_unfinished_start_of_each_run():
+    from prs_mpi.journal import died_under
+    log = b"R\nS 1 1\nS 2 1\nE 1 1\nS 3 1\nR\nS 3 2\nE 3 2\nS 4 1\nE 4 1\nR\nS 5 1\n".split(b"\n")
+    # run 1 died under 3 (2 had finished: 3 started after it), run 2 ended cleanly, run 3 died under 5
+    assert died_under(log) == [3, 5]

@@ -1,21 +1,17 @@
 """Listing and fetching: local globs, listing files, memory://, HTTP and S3 servers on loopback."""
 from __future__ import annotations
 
-import functools
 import glob
-import http.server
-import io
 import logging
 import multiprocessing
 import os
-import re
 import socket
-import threading
 import time
 
 import fsspec
 import pytest
 
+from httpkit import serve
 from prs_mpi import storage
 from prs_mpi.storage import (FetchError, fetch, fetch_batch, fetch_once_per_node, iter_files,
                              redact, redact_text)
@@ -130,45 +126,12 @@ def test_redact_removes_credentials_and_tokens():
 # ---------------------------------------------------------------------------- HTTP
 
 
-class LoggingRangeHandler(http.server.SimpleHTTPRequestHandler):
-    """Static files with byte ranges; requests are logged in ``server.requests``, and GETs of
-    the paths in ``server.slow`` take half a second."""
-
-    def log_message(self, *args):
-        pass
-
-    def send_head(self):
-        self.server.requests.append((self.command, self.path))
-        if self.command == "GET" and self.path in self.server.slow:
-            time.sleep(0.5)  # lets concurrent downloads overlap
-        match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", "").strip())
-        path = self.translate_path(self.path)
-        if not match or not os.path.isfile(path):
-            return super().send_head()
-        with open(path, "rb") as f:
-            data = f.read()
-        start = int(match.group(1))
-        end = min(int(match.group(2) or len(data) - 1), len(data) - 1)
-        self.send_response(206)
-        self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
-        self.send_header("Content-Length", str(max(0, end - start + 1)))
-        self.end_headers()
-        return io.BytesIO(data[start:end + 1])
-
-
 @pytest.fixture
 def http_root(tmp_path):
     root = tmp_path / "www"
     root.mkdir()
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(LoggingRangeHandler, directory=str(root)))
-    server.requests, server.slow = [], set()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", root, server.requests, server.slow
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    with serve(root) as (base, server):
+        yield base, root, server.requests, server.slow
 
 
 def _gets(requests, path):

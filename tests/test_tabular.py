@@ -1,14 +1,8 @@
 """Tabular slicing and reading: every row in exactly one slice, for every format and edge case."""
 from __future__ import annotations
 
-import functools
-import http.server
-import io
 import json
-import os
 import random
-import re
-import threading
 
 import fsspec
 import h5py
@@ -18,7 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from prs_mpi import tabular
+from httpkit import serve
+from prs_mpi import csvsplit, tabular
 from prs_mpi.tabular import (SliceReadError, TabularSlice, detect_format, iter_partitions,
                              iter_slices, parse_size, read_slice)
 
@@ -96,8 +91,8 @@ def test_csv_quote_free_file_uses_fast_path(tmp_path, monkeypatch):
     path = tmp_path / "plain.csv"
     path.write_text("a\n" + "1\n" * 5000)
     calls = []
-    original = tabular._advance
-    monkeypatch.setattr(tabular, "_advance", lambda *a: calls.append(a) or original(*a))
+    original = csvsplit._advance
+    monkeypatch.setattr(csvsplit, "_advance", lambda *a: calls.append(a) or original(*a))
     assert len(_slices(path, "csv", 64)) > 100
     assert len(calls) == 2  # the header "a\n" only: no tokenizing where no quote is near
 
@@ -377,53 +372,15 @@ def test_memory_url_split_and_read():
 def test_http_parquet_and_csv_ranges(tmp_path):
     _write_parquet(tmp_path / "p.parquet", 2000, 300)
     (tmp_path / "c.csv").write_text("a\n" + "".join(f"{i}\n" for i in range(100_000)))
-    served = []
-    handler = functools.partial(QuietHandler, directory=str(tmp_path), served=served)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        base = f"http://127.0.0.1:{server.server_address[1]}"
+    with serve(tmp_path) as (base, server):
         slices = _slices(f"{base}/p.parquet", "parquet", 5000)
         assert len(slices) > 1
         assert pd.concat(read_slice(s, {}) for s in slices).id.tolist() == list(range(2000))
         slices = _slices(f"{base}/c.csv", "csv", 100_000)
         assert pd.concat(read_slice(s, {}) for s in slices).a.tolist() == list(range(100_000))
-        served.clear()
+        server.served.clear()
         assert len(read_slice(slices[3], {})) > 10_000
-        assert sum(served) < 100_000 + 8 * 1024  # the range and a header scan, no read-ahead
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-
-
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    """Static files with single byte ranges, as web servers and object stores serve them;
-    the size of each ranged response is appended to ``served``."""
-
-    def __init__(self, *args, served, **kwargs):
-        self.served = served
-        super().__init__(*args, **kwargs)
-
-    def log_message(self, *args):
-        pass
-
-    def send_head(self):
-        match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", "").strip())
-        path = self.translate_path(self.path)
-        if not match or not os.path.isfile(path):
-            return super().send_head()
-        with open(path, "rb") as f:
-            data = f.read()
-        start = int(match.group(1))
-        end = min(int(match.group(2) or len(data) - 1), len(data) - 1)
-        self.send_response(206)
-        self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
-        self.send_header("Content-Length", str(max(0, end - start + 1)))
-        self.end_headers()
-        self.served.append(max(0, end - start + 1))
-        return io.BytesIO(data[start:end + 1])
+        assert sum(server.served) < 100_000 + 8 * 1024  # the range and a header scan, no read-ahead
 
 
 def test_slice_describe_redacts_credentials():
@@ -440,10 +397,10 @@ def test_read_slice_from_bytes_only_reads_its_range(tmp_path, monkeypatch):
     path.write_text("a\n" + "1\n" * 100_000)
     slices = _slices(path, "csv", 10_000)
     reads = []
-    original = tabular._read_at
-    monkeypatch.setattr(tabular, "_read_at", lambda f, pos, n: reads.append(n) or original(f, pos, n))
+    original = csvsplit.read_at
+    monkeypatch.setattr(csvsplit, "read_at", lambda f, pos, n: reads.append(n) or original(f, pos, n))
     assert len(read_slice(slices[5], {})) > 4000
-    assert sum(n for n in reads if n > 0) < 10_000 + 2 * tabular._CHUNK
+    assert sum(n for n in reads if n > 0) < 10_000 + 2 * csvsplit._CHUNK
 
 
 def _cfg(job_dir, paths, fmt=None, keys=(), options=None, size=4096):
