@@ -138,7 +138,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if comm.Get_rank() == 0:
             sys.stderr.write(f"prs-mpi: error: {error[0]}\n")
         return error[1]
-    opts = RunOptions(resume=args.resume, retry_failed=args.retry_failed, set_used=bool(args.sets))
+    opts = RunOptions(resume=args.resume, retry_failed=args.retry_failed)
     return run_job(cfg, opts)
 
 
@@ -161,15 +161,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     cfg = load_config(args.job, args.sets, args.inputs)
     topo = placement.local_topology(0, 1, os.environ)
     per_node = args.ranks_per_node or cfg.process_count_per_node or len(topo.cpus)
-    pcfg = placement.PlacementConfig(**{k: getattr(cfg.placement, k) for k in
-                                        ("device", "gpus_per_worker", "gpu_sharing", "cpus_per_worker", "pin_cpus")})
+    pcfg = cfg.placement
     plans = []
     for node in range(cfg.node_count or 1):
         host = topo.host if node == 0 else f"node{node}"
         plans += placement.plan_node(host, per_node, topo.cpus, topo.gpus, pcfg, os.environ, node * per_node)
     print(placement.format_plan(plans))
-    if not topo.gpus:
-        print("no GPU found: every worker runs on CPU", file=sys.stderr)
     return EXIT_OK
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ConfigError
+from .placement import PlacementConfig
 
 OUTPUT_ACTIONS = ("append_row", "summary_only")
 INPUT_KINDS = ("file", "tabular")
@@ -57,15 +58,6 @@ class InputConfig:
 
 
 @dataclass(frozen=True)
-class PlacementSection:
-    device: str = "auto"
-    gpus_per_worker: int = 1
-    gpu_sharing: str = "round_robin"
-    cpus_per_worker: int = 0
-    pin_cpus: bool = True
-
-
-@dataclass(frozen=True)
 class JobConfig:
     job_file: str
     entry_script: str
@@ -103,7 +95,7 @@ class JobConfig:
     side_inputs_as_arguments: bool = True
     environment_variables: Mapping[str, str] = field(default_factory=dict)
     models: Mapping[str, str] = field(default_factory=dict)
-    placement: PlacementSection = field(default_factory=PlacementSection)
+    placement: PlacementConfig = field(default_factory=PlacementConfig)
 
     @property
     def output_file(self) -> str:
@@ -351,7 +343,7 @@ def build_config(data: Mapping[str, Any], job_path: Path, src: str, check_files:
     placement_raw = top.pop("placement", {})
     if not isinstance(placement_raw, Mapping):
         raise ConfigError(f"{src}: key 'placement': expected a table [placement], found {placement_raw!r}")
-    placement = PlacementSection(**_check_table(src, "placement.", placement_raw, PLACEMENT_KEYS))
+    placement = PlacementConfig(**_check_table(src, "placement.", placement_raw, PLACEMENT_KEYS))
     if "entry_script" not in top:
         raise ConfigError(f"{src}: missing key 'entry_script'; add e.g. entry_script = \"score.py\"")
 

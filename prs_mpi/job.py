@@ -34,7 +34,6 @@ WORKER_TAGS = {Tag.ASSIGN, Tag.REVOKE, Tag.OFFSET, Tag.STOP}
 class RunOptions:
     resume: bool = False
     retry_failed: bool = False
-    set_used: bool = False
 
 
 @dataclass(frozen=True)
@@ -94,9 +93,7 @@ def make_worker(cfg: JobConfig, layout: Layout, channel: Channel, output: Any) -
     from .worker import Worker
     paths = log_paths(cfg.output_dir, layout.rank, layout.host)
     os.makedirs(paths["user_dir"], exist_ok=True)
-    pcfg = placement_mod.PlacementConfig(**{k: getattr(cfg.placement, k) for k in
-                                            ("device", "gpus_per_worker", "gpu_sharing", "cpus_per_worker",
-                                             "pin_cpus")})
+    pcfg = cfg.placement
     penv = {**os.environ, **cfg.environment_variables}   # a CUDA_VISIBLE_DEVICES in the job file counts
     topo = placement_mod.local_topology(layout.local_rank, layout.local_size, penv)
     place = placement_mod.plan(layout.rank, topo, pcfg, penv)

@@ -8,8 +8,6 @@ Workers are booted (and the entry script's ``init()`` run) before timing starts;
 chunksize is timed in the same pool, in the order given. Prints one JSON line.
 """
 import argparse
-import functools
-import time
 
 from mpi4py import MPI
 from mpi4py.futures import MPIPoolExecutor
@@ -24,16 +22,6 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def time_map(pool: MPIPoolExecutor, kind: str, work: list[list[str]], chunksize: int) -> dict:
-    """Seconds for one ``map`` over every task, and the number of results it produced."""
-    fn = functools.partial(tasks.run_batch, kind)
-    t0 = time.perf_counter()
-    results = sum(pool.map(fn, work, chunksize=chunksize))
-    seconds = time.perf_counter() - t0
-    return {"chunksize": chunksize, "seconds": seconds, "results": results,
-            "tasks_per_s": len(work) / seconds}
-
-
 def main() -> None:
     args = parse_args()
     work = tasks.batches(tasks.load_items(args), args.batch)
@@ -41,7 +29,7 @@ def main() -> None:
     with MPIPoolExecutor(initializer=tasks.init_worker, initargs=(args.kind,)) as pool:
         pool.bootup(wait=True)
         workers = pool.num_workers
-        runs = [time_map(pool, args.kind, work, cs) for cs in args.chunksize]
+        runs = [tasks.time_map(pool, args.kind, work, cs) for cs in args.chunksize]
     for run in runs:
         tasks.check_count(nitems, run.pop("results"))
         run["items_per_s"] = nitems / run["seconds"]

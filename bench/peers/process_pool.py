@@ -6,7 +6,6 @@ Worker processes are started and initialised before timing starts; every chunksi
 in the same pool, in the order given.
 """
 import argparse
-import functools
 import time
 from concurrent.futures import ProcessPoolExecutor, wait
 
@@ -26,15 +25,6 @@ def warm_up(pool: ProcessPoolExecutor, workers: int) -> None:
     wait([pool.submit(time.sleep, 0.05) for _ in range(2 * workers)])
 
 
-def time_map(pool: ProcessPoolExecutor, kind: str, work: list[list[str]], chunksize: int) -> dict:
-    fn = functools.partial(tasks.run_batch, kind)
-    t0 = time.perf_counter()
-    results = sum(pool.map(fn, work, chunksize=chunksize))
-    seconds = time.perf_counter() - t0
-    return {"chunksize": chunksize, "seconds": seconds, "results": results,
-            "tasks_per_s": len(work) / seconds}
-
-
 def main() -> None:
     args = parse_args()
     work = tasks.batches(tasks.load_items(args), args.batch)
@@ -42,7 +32,7 @@ def main() -> None:
     with ProcessPoolExecutor(args.workers, initializer=tasks.init_worker,
                              initargs=(args.kind,)) as pool:
         warm_up(pool, args.workers)
-        runs = [time_map(pool, args.kind, work, cs) for cs in args.chunksize]
+        runs = [tasks.time_map(pool, args.kind, work, cs) for cs in args.chunksize]
     for run in runs:
         tasks.check_count(nitems, run.pop("results"))
         run["items_per_s"] = nitems / run["seconds"]

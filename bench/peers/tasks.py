@@ -64,3 +64,16 @@ def check_count(expected: int, got: int) -> None:
     """Fail loudly if a peer lost or duplicated results."""
     if got != expected:
         raise SystemExit(f"result count mismatch: expected {expected} results, got {got}")
+
+
+def time_map(pool, kind: str, work: list[list[str]], chunksize: int) -> dict:
+    """Seconds for one executor ``map`` over every task, and the number of results it produced."""
+    import functools
+    import time
+    fn = functools.partial(run_batch, kind)
+    t0 = time.perf_counter()
+    results = sum(pool.map(fn, work, chunksize=chunksize))
+    seconds = time.perf_counter() - t0
+    return {"chunksize": chunksize, "seconds": seconds, "results": results,
+            "tasks_per_s": len(work) / seconds}
+
