@@ -173,8 +173,13 @@ class UserCode:
                 "with one element per input that succeeded"))
         else:
             count = len(returned)
-            data = encode_rows(returned) if self.spec.output_action == "append_row" and count else b""
-            header = None
+            data, header = b"", None
+            if self.spec.output_action == "append_row" and count:
+                if self.spec.append_row_format == "parquet":
+                    import pandas
+                    data, header = encode_frame(pandas.DataFrame({"value": rows_as_text(returned)}), "parquet")
+                else:
+                    data = encode_rows(returned)
         if count > nitems:
             return RunResult(Status.FAILED, nitems, 0, error=(
                 f"run() returned {count} elements for a mini-batch of {nitems} inputs; "
@@ -183,11 +188,15 @@ class UserCode:
         return RunResult(status, nitems, count, data, header)
 
 
+def rows_as_text(rows: Any) -> list[str]:
+    """str() of each element; bytes decoded as UTF-8."""
+    return [row.decode("utf-8", "backslashreplace") if isinstance(row, bytes) else str(row) for row in rows]
+
+
 def encode_rows(rows: Any) -> bytes:
     """One line per element: str() of it, bytes decoded as UTF-8; CR/LF inside are escaped as \\r, \\n."""
     out = io.StringIO()
-    for row in rows:
-        text = row.decode("utf-8", "backslashreplace") if isinstance(row, bytes) else str(row)
+    for text in rows_as_text(rows):
         if "\n" in text or "\r" in text:
             text = text.replace("\r", "\\r").replace("\n", "\\n")
         out.write(text)
@@ -196,7 +205,15 @@ def encode_rows(rows: Any) -> bytes:
 
 
 def encode_frame(df: Any, fmt: str) -> tuple[bytes, bytes | None]:
-    """DataFrame rows as CSV (header returned apart, written once at the top) or JSON Lines."""
+    """DataFrame rows as CSV (header returned apart, written once at the top), JSON Lines, or an
+    Arrow IPC stream (parquet: the supervisor writes the Parquet part file)."""
+    if fmt == "parquet":
+        import pyarrow as pa
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        return sink.getvalue().to_pybytes(), None
     if fmt == "jsonl":
         text = df.to_json(orient="records", lines=True, date_format="iso", default_handler=str)
         return (text if text.endswith("\n") else text + "\n").encode(), None

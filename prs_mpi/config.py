@@ -99,6 +99,10 @@ class JobConfig:
 
     @property
     def output_file(self) -> str:
+        """The append file; for append_row_format = "parquet" a directory of Parquet part files."""
+        if self.append_row_format == "parquet":
+            stem = os.path.splitext(self.append_row_file_name)[0]
+            return os.path.join(self.output_dir, stem + ".parquet")
         return os.path.join(self.output_dir, self.append_row_file_name)
 
     @property
@@ -197,7 +201,7 @@ TOP_LEVEL: dict[str, tuple[str, Any]] = {
     "allowed_failed_percent": ("a number between 0 and 100", _num(0, 100)),
     "output_action": ("one of " + ", ".join(OUTPUT_ACTIONS), _choice(OUTPUT_ACTIONS)),
     "append_row_file_name": ("a file name", _str),
-    "append_row_format": ("'csv' or 'jsonl'", _choice(("csv", "jsonl"))),
+    "append_row_format": ("'csv', 'jsonl' or 'parquet'", _choice(("csv", "jsonl", "parquet"))),
     "output_dir": ("a directory relative to the job file", _str),
     "run_invocation_timeout": ("a number of seconds > 0", _num(0, strict=True)),
     "run_max_try": ("an integer >= 1", _int(1)),

@@ -38,6 +38,7 @@ class Peer:
     said_goodbye: bool = False
     current_since: float = 0.0
     running: int | None = None
+    ready: bool = False
     last_error: str | None = None
     stats: dict = field(default_factory=dict)
 
@@ -190,6 +191,7 @@ class Dispatcher:
 
     def _on_request(self, peer: Peer, msg: Request) -> None:
         peer.wants += msg.credits
+        peer.ready = True             # workers ask for work only once init() has finished
 
     def _on_started(self, peer: Peer, msg: Started) -> None:
         peer.running = msg.batch_id

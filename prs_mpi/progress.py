@@ -62,7 +62,9 @@ class Progress:
         rate = self.rate(now)
         eta = self.eta(rate)
         total = "?" if acc.items_total is None else acc.items_total
-        return (f"prs-mpi: {acc.items_done}/{total} items ({acc.items_failed} failed), "
+        ready = sum(p.ready for p in self.d.peers.values())
+        starting = f"{ready}/{len(self.d.peers)} workers ready, " if ready < len(self.d.peers) else ""
+        return (f"prs-mpi: {starting}{acc.items_done}/{total} items ({acc.items_failed} failed), "
                 f"{acc.batches_done} mini-batches done, {self.d.in_flight()} in flight, {rate:.1f} items/s"
                 + (f", ETA {eta:.0f}s" if eta is not None else ""))
 
@@ -75,8 +77,10 @@ class Progress:
         if acc.items_total is not None and self.bar.total != acc.items_total:
             self.bar.total = acc.items_total
         self.bar.n = acc.items_done
-        self.bar.set_postfix_str(f"failed={acc.items_failed} mb={acc.batches_done} inflight={self.d.in_flight()}",
-                                 refresh=False)
+        ready = sum(p.ready for p in self.d.peers.values())
+        starting = f"ready={ready}/{len(self.d.peers)} " if ready < len(self.d.peers) else ""
+        self.bar.set_postfix_str(f"{starting}failed={acc.items_failed} mb={acc.batches_done} "
+                                 f"inflight={self.d.in_flight()}", refresh=False)
         self.bar.refresh()
 
     def status(self, now: float) -> dict[str, Any]:
@@ -86,6 +90,8 @@ class Progress:
         for p in d.peers.values():
             state = "left" if not p.alive else ("done" if p.said_goodbye else
                                                   ("running" if p.running is not None else "idle"))
+            if not p.ready and state == "idle":
+                state = "starting"
             workers.append({"rank": p.rank, "host": p.host, "state": state, "mini_batch": p.running,
                             "queued": len(p.outstanding), "since": p.current_since if p.running is not None else None,
                             "last_error": p.last_error})

@@ -115,7 +115,12 @@ def read_results(path: str, head: int | None = None,
                  header: bool | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The append file as a DataFrame (first ``head`` rows only if given) and how it was read.
 
-    ``header``: whether the first line is a header, when the run recorded it (else sniffed)."""
+    ``header``: whether the first line is a header, when the run recorded it (else sniffed).
+    A directory is an ``append_row_format = "parquet"`` dataset (committed part files)."""
+    if os.path.isdir(path):
+        parts = sorted(os.path.join(path, n) for n in os.listdir(path) if n.endswith(".parquet"))
+        df = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True) if parts else pd.DataFrame()
+        return (df.head(head) if head else df), {"kind": "parquet"}
     fmt = sniff(_sample(path))
     if header is not None and fmt["kind"] == "csv":
         fmt["header"] = 0 if header else None

@@ -152,6 +152,8 @@ def _clear(cfg: JobConfig) -> None:
             pass
     for sub in (STATE_DIR, "logs"):
         shutil.rmtree(os.path.join(cfg.output_dir, sub), ignore_errors=True)
+    if cfg.append_row_format == "parquet":
+        shutil.rmtree(cfg.output_file, ignore_errors=True)
 
 
 def _continue(cfg: JobConfig, st: JournalState, fp: str, mode: str) -> Prepared:
@@ -176,7 +178,10 @@ def _continue(cfg: JobConfig, st: JournalState, fp: str, mode: str) -> Prepared:
             prep.acc.failed(nitems)
     if mode == "resume":
         prep.started = {bid: n for bid, n in st.started.items() if bid not in prep.skip_ids}
-    if cfg.output_action == "append_row":
+    if cfg.output_action == "append_row" and cfg.append_row_format == "parquet":
+        from .writer import cut_parquet_parts
+        cut_parquet_parts(cfg.output_file, end)
+    elif cfg.output_action == "append_row":
         path = cfg.output_file
         if os.path.exists(path) and os.path.getsize(path) > end:
             os.truncate(path, end)
@@ -231,9 +236,14 @@ def _reused(cfg: JobConfig, prepared: Prepared) -> int:
 
 
 def _run_ranks(cfg: JobConfig, opts: RunOptions, comm: Any, layout: Layout, prepared: Prepared | None) -> int:
-    from .writer import NullOutput, OutputFile
+    from .writer import NullOutput, OutputFile, ParquetParts
     channel = Channel(comm)
-    output = OutputFile(comm, cfg.output_file, cfg.fsync) if cfg.output_action == "append_row" else NullOutput()
+    if cfg.output_action != "append_row":
+        output = NullOutput()
+    elif cfg.append_row_format == "parquet":
+        output = ParquetParts(comm, cfg.output_file, cfg.fsync)
+    else:
+        output = OutputFile(comm, cfg.output_file, cfg.fsync)
     worker = make_worker(cfg, layout, channel, output) if runs_worker(cfg, layout, layout.rank) else None
     if layout.rank != 0:
         RankLoop(channel, worker, None, None).run()

@@ -258,11 +258,9 @@ class Worker:
         buf = self.inflight
         if buf is None or buf.flush_id != msg.flush_id:
             raise RuntimeError(f"rank {self.rank}: offset for unknown flush {msg.flush_id}")
-        data = b"".join(buf.chunks)
-        if msg.header:
-            data = msg.header + data
-        seconds = self.output.write_at(msg.offset, data)
-        self.stats["bytes_written"] += len(data)
+        chunks = [msg.header, *buf.chunks] if msg.header else buf.chunks
+        seconds = self.output.write_chunks(msg.offset, chunks)
+        self.stats["bytes_written"] += sum(len(c) for c in chunks)
         self.stats["write_seconds"] += seconds
         self.inflight = None
         self.send(Commit(msg.flush_id, seconds))

@@ -315,3 +315,25 @@ def test_idle_ranks_do_not_busy_spin(jobdir):
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     capacity = wall * (os.cpu_count() or 1)
     assert cpu < 0.5 * capacity, f"{cpu:.1f}s CPU in {wall:.1f}s wall on {os.cpu_count()} cores"
+
+
+def test_parquet_output_dataset_and_resume_cut(jobdir):
+    import pandas as pd
+    jobdir.files(30)
+    jobdir.script(FRAME)
+    r = launch(3, ["run", str(jobdir.job(mini_batch_size=4, append_row_format="parquet", flush_interval=0.0))])
+    assert r.returncode == 0, r.output
+    dataset = jobdir.out / "parallel_run_step.parquet"
+    parts = sorted(dataset.glob("part-*.parquet"))
+    assert len(parts) >= 2 and not list(dataset.glob("*.tmp"))
+    df = pd.read_parquet(dataset)          # a valid Parquet dataset, read as one
+    assert sorted(df.file) == expected_names(30) and list(df.columns) == ["file", "batch", "note"]
+    res = launch(None, ["results", str(jobdir.out), "--head", "5"])
+    assert res.returncode == 0 and "file" in res.stdout
+    # a part past the last commit (a crash mid-flush) is removed on --resume
+    from prs_mpi.writer import cut_parquet_parts
+    stray = dataset / "part-9999999999999999.parquet"
+    stray.write_bytes(parts[0].read_bytes())
+    (dataset / "part-0000000000000001.parquet.tmp").write_bytes(b"torn")
+    cut_parquet_parts(str(dataset), 10**12)
+    assert not stray.exists() and not list(dataset.glob("*.tmp")) and all(p.exists() for p in parts)

@@ -327,3 +327,19 @@ def test_start_log_charges_only_the_last_unfinished_start_of_each_run():
     log = b"R\nS 1 1\nS 2 1\nE 1 1\nS 3 1\nR\nS 3 2\nE 3 2\nS 4 1\nE 4 1\nR\nS 5 1\n".split(b"\n")
     # run 1 died under 3 (2 had finished: 3 started after it), run 2 ended cleanly, run 3 died under 5
     assert died_under(log) == [3, 5]
+
+
+def test_read_only_output_dir_is_a_clear_error(jobdir, tmp_path):
+    ro = tmp_path / "ro"
+    if os.geteuid() != 0 or not _mount_tmpfs(ro, "1m"):
+        pytest.skip("needs root and tmpfs to make a read-only file system")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro", str(ro)], check=True)
+        jobdir.files(3)
+        jobdir.script(ECHO)
+        r = launch(2, ["run", str(jobdir.job(output_dir=str(ro / "out")))])
+        assert r.returncode == 2
+        errors = [line for line in r.stderr.splitlines() if line.startswith("prs-mpi: error:")]
+        assert len(errors) == 1 and "Read-only file system" in errors[0] and str(ro / "out") in errors[0]
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], capture_output=True)
