@@ -9,8 +9,11 @@ VENV=${VENV:-.venv}
 images=${1:-200}
 ranks=${2:-2}
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-"$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -e '.[mpich,tensorflow,examples]'
+pip_install() {   # quiet unless it fails
+  "$VENV/bin/python" -m pip install -q "$@" > "$VENV/pip-install.log" 2>&1 || { cat "$VENV/pip-install.log"; exit 1; }
+}
+pip_install --upgrade pip
+pip_install -e '.[mpich,tensorflow,examples]'
 export PATH="$PWD/$VENV/bin:$PATH"
 PYTHON="$VENV/bin/python" bash scripts/examples/mnist/setup.sh "$images"
 mpiexec -n "$ranks" prs-mpi run scripts/examples/mnist/job.toml --set allow_reuse=false

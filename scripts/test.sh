@@ -18,7 +18,10 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && [ "${PRS_SKIP_APT
   fi
 fi
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-"$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -e '.[mpich,test,examples,tensorflow,remote]'
+pip_install() {   # quiet unless it fails
+  "$VENV/bin/python" -m pip install -q "$@" > "$VENV/pip-install.log" 2>&1 || { cat "$VENV/pip-install.log"; exit 1; }
+}
+pip_install --upgrade pip
+pip_install -e '.[mpich,test,examples,tensorflow,remote]'
 export PATH="$PWD/$VENV/bin:$PATH"
 exec "$VENV/bin/python" -m pytest "$@"
