@@ -330,6 +330,9 @@ def _s3_stream(fs, root: str) -> Iterator[str]:
 
     bucket, _, key = root.partition("/")
     prefix = f"{key}/" if key else ""
+    if not hasattr(fs, "_iterdir"):     # s3fs without page-wise listing: one (complete) find
+        yield from fs.find(root)
+        return
     pages = fs._iterdir(bucket, prefix=prefix, delimiter="")
     try:
         while True:
