@@ -121,8 +121,9 @@ def load_and_check(args: argparse.Namespace) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .job import RunOptions, SignalFlag
+    flag = SignalFlag()           # before MPI starts: a signal during start-up is not lost
     from mpi4py import MPI
-    from .job import RunOptions
     from .runner import run_job
     comm = MPI.COMM_WORLD
     cfg, error = None, None
@@ -139,7 +140,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             sys.stderr.write(f"prs-mpi: error: {error[0]}\n")
         return error[1]
     opts = RunOptions(resume=args.resume, retry_failed=args.retry_failed)
-    return run_job(cfg, opts)
+    return run_job(cfg, opts, flag)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

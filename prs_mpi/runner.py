@@ -191,7 +191,7 @@ def _continue(cfg: JobConfig, st: JournalState, fp: str, mode: str) -> Prepared:
 
 # ------------------------------------------------------------------ every rank
 
-def run_job(cfg: JobConfig, opts: RunOptions) -> int:
+def run_job(cfg: JobConfig, opts: RunOptions, flag: SignalFlag | None = None) -> int:
     from mpi4py import MPI
     comm = MPI.COMM_WORLD
     layout = discover_layout(comm)
@@ -219,7 +219,7 @@ def run_job(cfg: JobConfig, opts: RunOptions) -> int:
     if layout.rank != 0:
         ignore_stop_signals()     # rank 0 decides how to stop; it tells the others
     try:
-        code = _run_ranks(cfg, opts, comm, layout, prepared)
+        code = _run_ranks(cfg, opts, comm, layout, prepared, flag or SignalFlag())
     except BaseException as exc:  # noqa: BLE001 — every exit path is explicit
         report_fatal_and_abort(comm, layout, exc)
         raise
@@ -235,7 +235,8 @@ def _reused(cfg: JobConfig, prepared: Prepared) -> int:
     return EXIT_OK
 
 
-def _run_ranks(cfg: JobConfig, opts: RunOptions, comm: Any, layout: Layout, prepared: Prepared | None) -> int:
+def _run_ranks(cfg: JobConfig, opts: RunOptions, comm: Any, layout: Layout, prepared: Prepared | None,
+               flag: SignalFlag) -> int:
     from .writer import NullOutput, OutputFile, ParquetParts
     channel = Channel(comm)
     if cfg.output_action != "append_row":
@@ -251,11 +252,11 @@ def _run_ranks(cfg: JobConfig, opts: RunOptions, comm: Any, layout: Layout, prep
         polite_barrier(comm)
         output.close()
         return EXIT_OK
-    return _run_rank0(cfg, opts, comm, layout, prepared, channel, output, worker)
+    return _run_rank0(cfg, opts, comm, layout, prepared, channel, output, worker, flag)
 
 
 def _run_rank0(cfg: JobConfig, opts: RunOptions, comm: Any, layout: Layout, prepared: Prepared,
-               channel: Channel, output: Any, worker: Any) -> int:
+               channel: Channel, output: Any, worker: Any, flag: SignalFlag) -> int:
     from .dataset import iter_mini_batches
     from .dispatcher import Dispatcher
     from .progress import Progress
@@ -273,7 +274,6 @@ def _run_rank0(cfg: JobConfig, opts: RunOptions, comm: Any, layout: Layout, prep
     d = Dispatcher(cfg, iter_mini_batches(cfg), peers, channel.send, journal, attempts_log, acc, admit)
     d.end, d.header_written = prepared.end, prepared.header_written
     progress = Progress(cfg, d)
-    flag = SignalFlag()
     if prepared.note:
         log.warning("%s", prepared.note)
     log.info("job started: %d ranks on %d node(s), %d workers, mode %s, output %s", layout.size,
