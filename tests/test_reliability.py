@@ -71,32 +71,37 @@ def check_no_torn_or_duplicate(lines: list[str], n: int) -> set[str]:
 
 @pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec")
 def test_kill9_at_random_moments_then_resume(jobdir):
-    """SIGKILL of the whole job at random instants, KILL_CYCLES times, then --resume to the end."""
-    n = 400
+    """SIGKILL of the whole job at random instants, KILL_CYCLES times, then --resume to the end.
+
+    The job is sized so that it cannot finish before the last kill (~100 mini-batches of work
+    per cycle): every cycle really is a kill, mid-run."""
+    n = 200 * KILL_CYCLES
     jobdir.files(n)
-    jobdir.script(SLOW_ECHO)
+    jobdir.script(SLOW_ECHO.replace("0.0, 0.03", "0.03, 0.07"))
     job = jobdir.job(mini_batch_size=2, flush_interval=0.05, status_interval=0.5)
     rng = random.Random(int(os.environ.get("PRS_KILL_SEED", "7")))
-    killed_with_progress = 0
+    kills, progressed = 0, 0
+    committed_before = 0
     for cycle in range(KILL_CYCLES):
-        args = [] if cycle == 0 else ["--resume"]
-        proc = start(job, 4, *args)
-        time.sleep(rng.uniform(0.3, 3.5))
-        if proc.poll() is not None:       # finished before the kill
-            break
+        proc = start(job, 4, *([] if cycle == 0 else ["--resume"]))
+        time.sleep(rng.uniform(0.3, 2.5))
+        assert proc.poll() is None, "the job finished before it could be killed: make it longer"
         kill_job(proc, jobdir.out)
+        kills += 1
         out = jobdir.out / "parallel_run_step.txt"
         lines = out.read_text().splitlines() if out.exists() else []
         # the file may hold uncommitted bytes past the last commit; resume cuts them off
         check_no_torn_or_duplicate(lines[:-1], n)
-        killed_with_progress += bool(lines)
-    r = launch(4, ["run", str(job), "--resume"], timeout=300)
+        progressed += len(lines) > committed_before
+        committed_before = len(lines)
+    r = launch(4, ["run", str(job), "--resume"], timeout=600)
     assert r.returncode == 0, r.output
     got = check_no_torn_or_duplicate(jobdir.rows(), n)
     assert got == {expected_line(i) for i in range(n)}
     res = jobdir.result()
     assert res["items"] == {"total": n, "succeeded": n, "failed": 0}
-    assert killed_with_progress >= 1
+    assert kills == KILL_CYCLES and progressed >= KILL_CYCLES // 2
+    print(f"{kills} kill -9 cycles, {progressed} of them after new rows; {n} items exactly once")
 
 
 def test_lost_rank_ends_job_promptly_and_resume_finishes(jobdir):
