@@ -5,16 +5,9 @@
 # runs `mpiexec -n RANKS prs-mpi scripts/examples/mnist/job.toml`, and scores the results with pandas.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV=${VENV:-.venv}
 images=${1:-200}
 ranks=${2:-2}
-[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-pip_install() {   # quiet unless it fails
-  "$VENV/bin/python" -m pip install -q "$@" > "$VENV/pip-install.log" 2>&1 || { cat "$VENV/pip-install.log"; exit 1; }
-}
-pip_install --upgrade pip
-pip_install -e '.[mpich,tensorflow,examples]'
-export PATH="$PWD/$VENV/bin:$PATH"
+source scripts/venv.sh 'mpich,tensorflow,examples'
 PYTHON="$VENV/bin/python" bash scripts/examples/mnist/setup.sh "$images"
 mpiexec -n "$ranks" prs-mpi run scripts/examples/mnist/job.toml --set allow_reuse=false
 "$VENV/bin/python" scripts/examples/mnist/check_results.py

@@ -5,7 +5,6 @@
 # tests, Chromium for the report screenshot test. Without them those tests skip with a reason.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV=${VENV:-.venv}
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && [ "${PRS_SKIP_APT:-0}" != 1 ]; then
   missing=""
   for pkg in slurm-wlm munge chromium; do
@@ -17,11 +16,5 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && [ "${PRS_SKIP_APT
       || echo "warning: could not install$missing; the tests that need them will skip"
   fi
 fi
-[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-pip_install() {   # quiet unless it fails
-  "$VENV/bin/python" -m pip install -q "$@" > "$VENV/pip-install.log" 2>&1 || { cat "$VENV/pip-install.log"; exit 1; }
-}
-pip_install --upgrade pip
-pip_install -e '.[mpich,test,examples,tensorflow,remote]'
-export PATH="$PWD/$VENV/bin:$PATH"
+source scripts/venv.sh 'mpich,test,examples,tensorflow,remote'
 exec "$VENV/bin/python" -m pytest "$@"
