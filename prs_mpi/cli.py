@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Any, Sequence
 
-from .errors import EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, PrsError
+from .errors import EXIT_OK, PrsError
 
 COMMANDS = ("run", "validate", "plan", "status", "report", "results", "submit")
 

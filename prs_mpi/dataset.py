@@ -8,7 +8,7 @@ import hashlib
 import itertools
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Mapping
 
 from .config import JobConfig

@@ -23,7 +23,7 @@ from .config import JobConfig
 from .errors import EXIT_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, PrsError
 from .journal import StartLog
 from .protocol import Fatal, Tag
-from .runlog import log_paths, setup_logging
+from .runlog import log_paths
 from .transport import Backoff, Channel
 
 log = logging.getLogger(__name__)

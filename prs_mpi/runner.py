@@ -321,8 +321,7 @@ def _finish(cfg: JobConfig, layout: Layout, d: Any, journal: Journal, attempts_l
         d.acc, cfg, layout.size, len(d.peers), list(layout.node_names),
         {"run_id": prepared.run_id, "mode": prepared.mode,
          "input_fingerprint": input_fingerprint(cfg) if state == "succeeded" and cfg.allow_reuse else None,
-         "worker_stats": [p.stats for p in d.peers.values()], "bytes_written": d.end,
-         "messages": {"sent": getattr(d, "sent", None)}})
+         "worker_stats": [p.stats for p in d.peers.values()], "bytes_written": d.end})
     write_result(cfg.output_dir, result)
     from .status import write_status
     write_status(os.path.join(cfg.output_dir, "status.json"), {**progress.status(time.time()), "state": state})

@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import time
 from typing import Any
 
@@ -51,18 +50,8 @@ class NoRunError(FileNotFoundError):
 
 def write_status(path: str, status: dict[str, Any]) -> None:
     """Write ``status`` as JSON to ``path`` atomically (temp file in the same dir + os.replace)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".status.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(status, fh, indent=1, default=str)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    from prs_mpi.summary import atomic_write
+    atomic_write(os.path.abspath(path), json.dumps(status, indent=1, default=str))
 
 
 def _read_json(path: str) -> dict[str, Any] | None:

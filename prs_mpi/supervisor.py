@@ -19,7 +19,6 @@ from multiprocessing.connection import Connection
 from typing import Any, Mapping
 
 from .child import ChildSpec, UserCode, format_exc
-from .protocol import Status
 
 # variables that would make a child's own MPI_Init join (and confuse) this MPI job
 # run through -c so that ChildSpec/RunResult pickle as prs_mpi.child.* on both sides
@@ -242,8 +241,3 @@ class InProcess:
         except BaseException:
             return format_exc()
         return None
-
-
-def failed_result(nitems: int, status: Status, reason: str) -> Any:
-    from .child import RunResult
-    return RunResult(status, nitems, 0, error=reason)
