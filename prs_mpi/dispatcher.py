@@ -63,15 +63,14 @@ class Dispatcher:
         self.counts_known = True               # tabular CSV slices learn their row count when read
         self.end = 0                            # next free byte of the append file
         self.header_written = False
-        self.flushes: dict[tuple[int, int], Report] = {}
-        self.flush_offsets: dict[tuple[int, int], tuple[int, int]] = {}
+        # (rank, flush_id) → (report, offset, header bytes): given an offset, not yet written
+        self.flushes: dict[tuple[int, int], tuple[Report, int, int]] = {}
         self.stop_reason: str | None = None
         self.stop_state: str | None = None
         self.stop_sent = False
         self.hard_stop_at: float | None = None
         self.fatal: Fatal | None = None
         self.tracked: dict[int, Pending] = {}   # handed out at least once, not yet final
-        self.started = time.time()
 
     # -------------------------------------------------------------- the loop's table of contents
     def step(self) -> bool:
@@ -220,25 +219,21 @@ class Dispatcher:
             self.attempts_log.attempt(a)
             self._attempt_failed(a)
         if msg.nbytes == 0:
-            self._commit(peer, msg, 0, 0.0)
+            self._commit(msg, 0, 0.0)
             return
         header = b""
         if msg.header is not None and not self.header_written:
             header = msg.header
             self.header_written = True
-        key = (peer.rank, msg.flush_id)
-        self.flushes[key] = msg
-        self.flush_offsets[key] = (self.end, len(header))
+        self.flushes[(peer.rank, msg.flush_id)] = (msg, self.end, len(header))
         self.send(peer.rank, Offset(msg.flush_id, self.end, header or None))
         self.end += len(header) + msg.nbytes
 
     def _on_commit(self, peer: Peer, msg: Commit) -> None:
-        key = (peer.rank, msg.flush_id)
-        report = self.flushes.pop(key)
-        offset, header = self.flush_offsets.pop(key)
-        self._commit(peer, report, offset, msg.write_seconds, header)
+        report, offset, header = self.flushes.pop((peer.rank, msg.flush_id))
+        self._commit(report, offset, msg.write_seconds, header)
 
-    def _commit(self, peer: Peer, report: Report, offset: int, write_seconds: float, header: int = 0) -> None:
+    def _commit(self, report: Report, offset: int, write_seconds: float, header: int = 0) -> None:
         ok = [a for a in report.attempts if a.ok]
         if not ok:
             return

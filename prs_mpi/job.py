@@ -22,7 +22,7 @@ from .child import ChildSpec
 from .config import JobConfig
 from .errors import EXIT_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, PrsError
 from .journal import StartLog
-from .protocol import Fatal, Tag
+from .protocol import Fatal, Tag, tag_of
 from .runlog import log_paths
 from .transport import Backoff, Channel
 
@@ -197,7 +197,6 @@ class RankLoop:
         got = False
         for src, msg in self.channel.poll():
             got = True
-            from .protocol import tag_of
             if tag_of(msg) in WORKER_TAGS:
                 self.worker.handle(msg)
             else:

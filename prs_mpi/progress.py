@@ -43,7 +43,8 @@ class Progress:
         return max(0.0, (total - self.d.acc.items_done) / rate)
 
     # -------------------------------------------------------------- ticking
-    def tick(self, force: bool = False) -> None:
+    def tick(self, force: bool = False, state: str | None = None) -> None:
+        """Refresh what is due (everything when `force`); `state` overrides status.json's state."""
         mono, now = time.monotonic(), time.time()
         if self.tty and (force or mono >= self.next_bar):
             self.next_bar = mono + BAR_REFRESH
@@ -54,7 +55,7 @@ class Progress:
             self.stream.flush()
         if force or mono >= self.next_status:
             self.next_status = mono + self.cfg.status_interval
-            write_status(self.status_path, self.status(now))
+            write_status(self.status_path, {**self.status(now), **({"state": state} if state else {})})
             self.d.attempts_log.flush()      # `prs-mpi report` on a running job sees the attempts so far
 
     def line(self, now: float) -> str:

@@ -312,7 +312,7 @@ def _admitter(prepared: Prepared, run_max_try: int) -> Any:
 def _finish(cfg: JobConfig, layout: Layout, d: Any, journal: Journal, attempts_log: AttemptLog, progress: Any,
             started: float, state: str, reason: str, prepared: Prepared) -> int:
     import sys
-    progress.tick(force=True)
+    progress.tick(force=True, state=state)
     progress.close()
     attempts_log.flush()
     if attempts_log.first_error and state == "failed" and "job_error" in reason:
@@ -323,8 +323,6 @@ def _finish(cfg: JobConfig, layout: Layout, d: Any, journal: Journal, attempts_l
          "input_fingerprint": input_fingerprint(cfg) if state == "succeeded" and cfg.allow_reuse else None,
          "worker_stats": [p.stats for p in d.peers.values()], "bytes_written": d.end})
     write_result(cfg.output_dir, result)
-    from .status import write_status
-    write_status(os.path.join(cfg.output_dir, "status.json"), {**progress.status(time.time()), "state": state})
     journal.end(state, reason)
     journal.close()
     attempts_log.close()
