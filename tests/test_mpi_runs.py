@@ -201,6 +201,24 @@ def test_bad_job_file_is_one_clear_line(jobdir):
     assert not jobdir.out.exists()
 
 
+@pytest.mark.parametrize("launcher_rank", ["0", "1"])
+def test_mpi4py_linked_to_another_mpi_than_the_launcher(jobdir, launcher_rank):
+    """mpiexec of one MPI, mpi4py loading another: each process would be a singleton running the
+    whole job. Simulated with Open MPI's launcher variables around an MPICH singleton."""
+    jobdir.files(3)
+    jobdir.script(ECHO)
+    env = {"OMPI_COMM_WORLD_SIZE": "2", "OMPI_COMM_WORLD_RANK": launcher_rank}
+    r = launch(None, ["run", str(jobdir.job())], env=env)
+    assert r.returncode == 2
+    if launcher_rank == "0":
+        assert r.stderr.count("prs-mpi: error:") == 1
+        assert "started 2 processes (OMPI_COMM_WORLD_SIZE=2) but MPI here sees a world of 1" in r.stderr
+        assert "MPI4PY_LIBMPI" in r.stderr
+    else:
+        assert "prs-mpi: error:" not in r.stderr
+    assert not jobdir.out.exists()
+
+
 def test_input_matching_nothing(jobdir):
     jobdir.script(ECHO)
     r = launch(2, ["run", str(jobdir.job(input_paths=["data/*.png"]))])
