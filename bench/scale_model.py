@@ -1,26 +1,27 @@
 """Discrete-event model of prs-mpi's dispatch at 1k-10k ranks: predicted efficiency.
 
-Efficiency = useful work / (workers x makespan). Two topologies:
+Efficiency = useful work / (workers x makespan). It models what prs_mpi does:
 
-flat          rank 0 serves every worker. A worker keeps up to ``prefetch`` (k) mini-batch
-              descriptors queued; when its queue has room for ``batch`` (b) more and no request
-              is in flight it asks for ``k - queued`` in one message. Rank 0 serves messages
-              one at a time (FIFO), each costing ``c_msg + c_batch x descriptors``; replies
-              arrive ``latency`` later. Completions ride on the next request (their accounting
-              is inside ``c_batch``).
-hierarchical  workers talk to their node leader with the same protocol (``node_latency``);
-              a leader keeps a queue of up to ``chunk`` descriptors, asking rank 0 for
-              ``chunk - queued`` when it drops to half. Once rank 0 is empty, a leader that runs
-              dry asks rank 0, which forwards the request to the leader with the longest queue;
-              that leader sends half of its queue straight to the thief (stealing between nodes).
-              When no leader has two queued, rank 0 revokes a descriptor a worker on any node
-              prefetched but has not started and sends it to the thief. Leaders pay the same
-              per-message and per-descriptor costs as rank 0 (``root_c_batch`` can set rank 0's
-              per-descriptor cost for chunks separately).
+workers       as prs_mpi.worker: a mini-batch of ``LONG_RUN`` (50 ms) or more is not prefetched
+              (ask for 1 when idle: one round trip per mini-batch); shorter ones keep ``prefetch``
+              (k) queued, asking for ``k - queued`` when ``b`` fit.
+rank 0        as prs_mpi.job.RankLoop: a loop pass takes every message that has arrived, handles
+              them, then sends the replies; a pass costs ``c_in`` per MPI message received,
+              ``c_req`` per logical request, ``c_batch`` per descriptor dealt (all the rest of a
+              mini-batch's life at rank 0: its Started/Report/Commit received, Offset sent,
+              journal line and csv row) and ``c_out`` per MPI message sent.
+flat          each Request is one MPI message in, each Assign one out.
+hierarchical  prs_mpi.leader: ``node_size`` workers per leader. A worker's Request reaches its
+              leader (``node_latency`` + ``relay_delay``, the leader's idle back-off); the leader's
+              pass costs ``leader_c`` per request (relaying all 6 messages of a mini-batch), then
+              one Bundle of the pass's requests goes to rank 0, which pays ``c_in`` once per bundle,
+              ``c_req`` per request in it and ``c_out`` once per leader it replies to in a pass.
+              Rank 0 still deals every descriptor: ``c_batch`` is the per-mini-batch cost with
+              bundled (cheaper) unpickling, but the same dispatcher work.
 
 Mini-batch durations are log-normal with mean ``duration`` and log-sigma ``sigma``. ``ideal``
 is the zero-cost greedy schedule of the same durations (the tail alone). Costs come from
-``bench/measure_costs.py`` (``--costs FILE``) or the command line; see ``--help``.
+bench/harness/scale.py's measurement (``--costs FILE``) or the command line; see ``--help``.
 
     python bench/scale_model.py --costs costs.json --workers 1000 4000 10000
 """
@@ -37,14 +38,36 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Costs:
-    """Seconds: per message and per descriptor at a dispatcher, one-way message latencies."""
+    """Seconds at rank 0 (per MPI message in/out, per request, per descriptor), at a leader (per
+    relayed request), and one-way latencies."""
 
-    c_msg: float = 20e-6
+    c_msg: float = 20e-6     # flat: per Request (c_in + c_req + c_out); kept for --c-msg
     c_batch: float = 5e-6
     latency: float = 10e-6
     node_latency: float = 5e-6
-    root_c_batch: float | None = None  # rank 0's per-descriptor cost when dealing chunks to
-    # leaders (hierarchical); None = c_batch. Handing out id ranges would make it much smaller.
+    c_in: float | None = None    # None: c_msg / 2
+    c_out: float | None = None   # None: c_msg / 2
+    c_req: float = 0.0
+    leader_c: float = 0.0
+    relay_delay: float = 0.0
+    # hierarchical: rank 0's costs with bundles (None = the flat ones)
+    h_c_in: float | None = None
+    h_c_out: float | None = None
+    h_c_req: float | None = None
+    h_c_batch: float | None = None
+
+    def flat(self) -> "Costs":
+        return replace(self, c_in=self.c_msg / 2 if self.c_in is None else self.c_in,
+                       c_out=self.c_msg / 2 if self.c_out is None else self.c_out)
+
+    def bundled(self) -> "Costs":
+        f = self.flat()
+        pick = lambda h, v: v if h is None else h  # noqa: E731
+        return replace(f, c_in=pick(self.h_c_in, f.c_in), c_out=pick(self.h_c_out, f.c_out),
+                       c_req=pick(self.h_c_req, f.c_req), c_batch=pick(self.h_c_batch, f.c_batch))
+
+
+LONG_RUN = 0.05    # prs_mpi.worker.LONG_RUN: no prefetch from this mean duration on
 
 
 @dataclass(frozen=True)
@@ -55,11 +78,16 @@ class Scenario:
     duration: float  # mean mini-batch duration (s)
     sigma: float = 0.5
     per_worker: int = 50  # mini-batches per worker: job length
-    prefetch: int = 2
+    prefetch: int = -1  # -1: as prs-mpi (0 from LONG_RUN on, else 2); 0 = ask when idle
     batch: int = 1
     node_size: int = 0  # 0 = flat; else workers per node leader
-    chunk: int = 0  # leader queue target; 0 = node_size x prefetch
     seed: int = 0
+
+    @property
+    def depth(self) -> int:
+        if self.prefetch >= 0:
+            return self.prefetch
+        return 0 if self.duration >= LONG_RUN else 2
 
 
 def durations(s: Scenario) -> np.ndarray:
@@ -96,11 +124,14 @@ class Sim:
 
 
 class Server:
-    """A single-threaded dispatcher: FIFO messages, each with a handler returning its cost."""
+    """A single-threaded loop: each pass takes every message arrived, then replies (see the
+    module docstring). A handler returns (requests, descriptors, reply key or None, callbacks);
+    replies to one key in one pass are one MPI message."""
 
-    def __init__(self, sim: Sim, costs: Costs):
+    def __init__(self, sim: Sim, costs: Costs, per_request: float | None = None):
         self.sim, self.costs = sim, costs
-        self.inbox: deque = deque()
+        self.per_request = per_request          # a leader: its relay cost per request
+        self.inbox: list = []
         self.busy = False
         self.busy_time = 0.0
 
@@ -114,12 +145,22 @@ class Server:
             self.busy = False
             return
         self.busy = True
-        handler, args = self.inbox.popleft()
-        cost = handler(*args)  # returns (descriptors handled, callbacks after service)
-        service = self.costs.c_msg + cost[0] * self.costs.c_batch
+        batch, self.inbox = self.inbox, []
+        c = self.costs
+        service, keys, later = 0.0, set(), []
+        for handler, args in batch:
+            requests, descs, key, callbacks = handler(*args)
+            if self.per_request is not None:
+                service += self.per_request * requests
+            else:
+                service += c.c_in + c.c_req * requests + c.c_batch * descs
+                if key is not None:
+                    keys.add(key)
+            later += callbacks
+        service += c.c_out * len(keys) if self.per_request is None else 0.0
         self.busy_time += service
         done = self.sim.now + service
-        for delay, fn, fargs in cost[1]:
+        for delay, fn, fargs in later:
             self.sim.at(done + delay, fn, *fargs)
         self.sim.at(done, self._next)
 
@@ -133,7 +174,8 @@ class Workers:
 
     def __init__(self, sim: Sim, work: np.ndarray, s: Scenario, upstream):
         self.sim, self.work, self.upstream = sim, work.tolist(), upstream
-        self.k, self.b = s.prefetch, min(s.batch, s.prefetch)
+        self.k = s.depth
+        self.b = min(s.batch, self.k) if self.k else 1
         n = s.workers
         self.group_size = s.node_size or n
         self.holders: list[set] = [set() for _ in range(math.ceil(n / self.group_size))]
@@ -146,12 +188,12 @@ class Workers:
         return not self.running[w] and not self.queue[w]
 
     def request(self, w: int) -> None:
-        if self.inflight[w] or self.dry[w] or len(self.queue[w]) > self.k - self.b:
+        if self.inflight[w] or self.dry[w] or (self.k and len(self.queue[w]) > self.k - self.b):
             return
-        if self.only_idle[w] and not self.idle(w):
+        if (self.only_idle[w] or self.k == 0) and not self.idle(w):   # k = 0: ask only when idle
             return
         self.inflight[w] = True
-        self.upstream(w, self.k - len(self.queue[w]))
+        self.upstream(w, max(1, self.k - len(self.queue[w])))
 
     def receive(self, w: int, ids, final: bool = False) -> None:
         """Descriptors for ``w``; an empty reply means "ask again when idle", or with
@@ -219,7 +261,7 @@ def steal_for(thief: int, workers: Workers, server: Server, latency: float, retr
     def handover(ids: list):
         if not ids:
             return retry(thief, 1)
-        return len(ids), [(latency, workers.receive, (thief, ids))]
+        return 0, len(ids), thief, [(latency, workers.receive, (thief, ids))]
 
     def reply(ids: list) -> None:
         server.sim.at(server.sim.now + latency, server.deliver, handover, ids)
@@ -239,121 +281,84 @@ class Source:
         return range(self.next - n, self.next)
 
 
+class Dispatch:
+    """Rank 0's answer to one request: descriptors, else stealing (as prs_mpi.dispatcher)."""
+
+    def __init__(self, server: Server, source: Source, latency: float):
+        self.server, self.source, self.latency = server, source, latency
+        self.workers: Workers | None = None
+
+    def one(self, w: int, amount: int) -> tuple[int, list]:
+        ids = self.source.take(amount)
+        if ids:
+            return len(ids), [(self.latency, self.workers.receive, (w, ids))]
+        return 0, steal_for(w, self.workers, self.server, self.latency, self.request)
+
+    def request(self, w: int, amount: int):
+        """A handler: one Request in its own MPI message (flat)."""
+        descs, later = self.one(w, amount)
+        return 1, descs, w, later
+
+
 def run_flat(s: Scenario, costs: Costs, work: np.ndarray) -> tuple[Workers, Server]:
     sim = Sim()
-    root = Server(sim, costs)
-    source = Source(len(work))
-
-    def serve(w: int, amount: int):
-        ids = source.take(amount)
-        if ids:
-            return len(ids), [(costs.latency, workers.receive, (w, ids))]
-        return 0, steal_for(w, workers, root, costs.latency, serve)
+    root = Server(sim, costs.flat())
+    dispatch = Dispatch(root, Source(len(work)), costs.latency)
 
     def upstream(w: int, amount: int) -> None:
-        sim.at(sim.now + costs.latency, root.deliver, serve, w, amount)
+        sim.at(sim.now + costs.latency, root.deliver, dispatch.request, w, amount)
 
-    workers = Workers(sim, work, s, upstream)
+    workers = dispatch.workers = Workers(sim, work, s, upstream)
     for w in range(s.workers):
         workers.request(w)
     sim.run()
     return workers, root
 
 
-class Leader:
-    """A node leader: its own dispatcher loop between rank 0 and its node's workers."""
+class Relay:
+    """A leader (prs_mpi.leader.Router): requests of one pass go to rank 0 as one Bundle."""
 
-    def __init__(self, sim: Sim, costs: Costs, chunk: int, root: "Root"):
-        self.sim, self.costs, self.chunk, self.root = sim, costs, chunk, root
-        self.server = Server(sim, costs)
-        self.queue: deque = deque()
-        self.parked: deque = deque()  # worker requests waiting for descriptors
-        self.asking = False  # a request to rank 0 is in flight
-        self.root_empty = False  # rank 0 has nothing left: only stealing remains
-        self.done = False  # nothing left anywhere: answer workers with empty replies
-        self.workers: Workers | None = None
+    def __init__(self, sim: Sim, costs: Costs, index: int, root: Server, dispatch: "Dispatch"):
+        self.sim, self.costs, self.index, self.root, self.dispatch = sim, costs, index, root, dispatch
+        self.server = Server(sim, costs, per_request=costs.leader_c)
+        self.pending: list = []
 
     def from_worker(self, w: int, amount: int) -> None:
-        self.sim.at(self.sim.now + self.costs.node_latency, self.server.deliver,
-                    self.serve_worker, w, amount)
+        hop = self.costs.node_latency + self.costs.relay_delay
+        self.sim.at(self.sim.now + hop, self.server.deliver, self.hold, w, amount)
 
-    def serve_worker(self, w: int, amount: int):
-        if not self.queue:
-            if self.done:
-                return 0, steal_for(w, self.workers, self.server, self.costs.node_latency,
-                                    self.serve_worker)
-            if self.root_empty and not self.workers.idle(w):  # only idle workers may steal
-                return 0, [(self.costs.node_latency, self.workers.receive, (w, [], False))]
-            self.parked.append((w, amount))
-            return 0, self._refill()
-        ids = [self.queue.popleft() for _ in range(min(amount, len(self.queue)))]
-        return len(ids), [(self.costs.node_latency, self.workers.receive, (w, ids))] + self._refill()
+    def hold(self, w: int, amount: int):
+        first = not self.pending
+        self.pending.append((w, amount))
+        return 1, 0, None, [(0.0, self.flush, ())] if first else []
 
-    def _refill(self) -> list:
-        low = (not self.queue and self.parked) if self.root_empty else len(self.queue) <= self.chunk // 2
-        if self.asking or self.done or not low:
-            return []
-        self.asking = True
-        amount = self.chunk - len(self.queue)
-        return [(self.costs.latency, self.root.server.deliver, (self.root.serve, self, amount))]
+    def flush(self) -> None:
+        bundle, self.pending = self.pending, []
+        self.sim.at(self.sim.now + self.costs.latency, self.root.deliver, self.at_root, bundle)
 
-    def receive_chunk(self, ids, stolen: bool, final: bool):
-        """Descriptors from rank 0 or from a victim leader; ``final``: nothing left anywhere."""
-        self.asking = False
-        self.root_empty |= stolen or final
-        self.done = final and not ids
-        self.queue.extend(ids)
-        again = [(0.0, self.server.deliver, (self.serve_worker, w, a)) for w, a in self.parked]
-        self.parked.clear()
-        return len(ids), again + self._refill()
-
-    def serve_steal(self, thief: "Leader"):
-        half = [self.queue.pop() for _ in range(len(self.queue) // 2)]
-        return len(half), [(self.costs.latency, thief.server.deliver,
-                            (thief.receive_chunk, half, True, False))]
-
-
-class Root:
-    """Rank 0 in the hierarchical topology: deals chunks to leaders, then brokers steals."""
-
-    def __init__(self, sim: Sim, costs: Costs, total: int):
-        per_desc = costs.c_batch if costs.root_c_batch is None else costs.root_c_batch
-        self.server = Server(sim, replace(costs, c_batch=per_desc))
-        self.sim, self.costs, self.source = sim, costs, Source(total)
-        self.leaders: list[Leader] = []
-        self.workers: Workers | None = None
-
-    def serve(self, leader: Leader, amount: int):
-        ids = self.source.take(amount)
-        lat = self.costs.latency
-        if ids:
-            return len(ids), [(lat, leader.server.deliver, (leader.receive_chunk, ids, False, False))]
-        victim = max(self.leaders, key=lambda v: len(v.queue) if v is not leader else -1)
-        if len(victim.queue) >= 2:
-            return 0, [(lat, victim.server.deliver, (victim.serve_steal, leader))]
-        holder = self.workers.any_holder()
-        if holder is not None:  # last resort: a descriptor prefetched by a worker on any node
-            def reply(ids: list) -> None:
-                self.sim.at(self.sim.now + lat, leader.server.deliver,
-                            leader.receive_chunk, ids, True, False)
-            return 0, [(lat, self.workers.revoke, (holder, reply))]
-        return 0, [(lat, leader.server.deliver, (leader.receive_chunk, [], True, True))]
+    def at_root(self, bundle: list):
+        """Rank 0's handler for one Bundle: every request in it, one reply Bundle."""
+        descs, later = 0, []
+        for w, amount in bundle:
+            n, callbacks = self.dispatch.one(w, amount)
+            descs += n
+            later += callbacks
+        return len(bundle), descs, ("leader", self.index), later
 
 
 def run_hierarchical(s: Scenario, costs: Costs, work: np.ndarray) -> tuple[Workers, Server]:
     sim = Sim()
-    root = Root(sim, costs, len(work))
+    rc = costs.bundled()
+    root = Server(sim, rc)
+    down = rc.latency + rc.relay_delay + rc.node_latency      # rank 0 -> leader -> worker
+    dispatch = Dispatch(root, Source(len(work)), down)
     nodes = math.ceil(s.workers / s.node_size)
-    chunk = s.chunk or s.node_size * s.prefetch
-    root.leaders = [Leader(sim, costs, chunk, root) for _ in range(nodes)]
-    workers = Workers(sim, work, s, lambda w, a: root.leaders[w // s.node_size].from_worker(w, a))
-    root.workers = workers
-    for leader in root.leaders:
-        leader.workers = workers
+    relays = [Relay(sim, rc, i, root, dispatch) for i in range(nodes)]
+    workers = dispatch.workers = Workers(sim, work, s, lambda w, a: relays[w // s.node_size].from_worker(w, a))
     for w in range(s.workers):
         workers.request(w)
     sim.run()
-    return workers, root.server
+    return workers, root
 
 
 def simulate(s: Scenario, costs: Costs) -> dict:
@@ -373,8 +378,10 @@ def simulate(s: Scenario, costs: Costs) -> dict:
 
 
 def capacity(costs: Costs, s: Scenario) -> float:
-    """Mini-batches per second one dispatcher can hand out, requests carrying ``batch`` each."""
-    per = costs.c_msg / max(1, s.batch) + costs.c_batch
+    """Mini-batches per second rank 0 can deal, one descriptor per request; with leaders, at
+    one request per bundle and per reply (the worst case for bundling)."""
+    c = costs.bundled() if s.node_size else costs.flat()
+    per = (c.c_in + c.c_req + c.c_out) / max(1, s.batch) + c.c_batch
     return 1 / per if per > 0 else math.inf
 
 
@@ -416,28 +423,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--costs", help="JSON written by bench/measure_costs.py --out")
-    for name in ("c-msg", "c-batch", "latency", "node-latency", "root-c-batch"):
+    for name in ("c-msg", "c-batch", "latency", "node-latency", "c-in", "c-out", "c-req", "leader-c",
+                 "relay-delay"):
         p.add_argument(f"--{name}", type=float, help="seconds; overrides --costs")
     p.add_argument("--workers", type=int, nargs="+", default=[1000, 4000, 10000])
     p.add_argument("--durations", type=float, nargs="+", default=[0.05, 0.2, 1.0])
     p.add_argument("--sigma", type=float, default=0.5, help="log-normal sigma of durations")
     p.add_argument("--per-worker", type=int, default=50, help="mini-batches per worker")
-    p.add_argument("--prefetch", type=int, default=2, help="k: descriptors queued per worker")
+    p.add_argument("--prefetch", type=int, default=-1,
+                   help="k: descriptors queued per worker (-1: as prs-mpi, none from 50 ms on)")
     p.add_argument("--batch", type=int, default=1, help="b: descriptors per request")
     p.add_argument("--node-size", type=int, nargs="+", default=[0, 64],
                    help="0 = flat; N = hierarchical with N workers per node leader")
-    p.add_argument("--chunk", type=int, default=0, help="leader queue target (0: node_size x k)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    costs = load_costs(args.costs, {"c_msg": args.c_msg, "c_batch": args.c_batch,
-                                    "latency": args.latency, "node_latency": args.node_latency,
-                                    "root_c_batch": args.root_c_batch})
+    names = ("c_msg", "c_batch", "latency", "node_latency", "c_in", "c_out", "c_req", "leader_c", "relay_delay")
+    costs = load_costs(args.costs, {k: getattr(args, k) for k in names})
     base = Scenario(workers=1, duration=1.0, sigma=args.sigma, per_worker=args.per_worker,
-                    prefetch=args.prefetch, batch=args.batch, chunk=args.chunk)
+                    prefetch=args.prefetch, batch=args.batch)
     results = grid(costs, args.workers, args.durations, base, args.node_size)
     if args.json:
         sys.stdout.write(json.dumps({"costs": asdict(costs), "results": results}) + "\n")

@@ -96,6 +96,7 @@ class JobConfig:
     environment_variables: Mapping[str, str] = field(default_factory=dict)
     models: Mapping[str, str] = field(default_factory=dict)
     placement: PlacementConfig = field(default_factory=PlacementConfig)
+    ranks_per_leader: int | str = "auto"   # [dispatch]: "auto" | 0 (no leaders) | N (see prs_mpi/leader.py)
 
     @property
     def output_file(self) -> str:
@@ -228,6 +229,7 @@ TOP_LEVEL: dict[str, tuple[str, Any]] = {
     "models": ("a table of name = path or URL", _str_map),
     "input": ("a table [input]", None),
     "placement": ("a table [placement]", None),
+    "dispatch": ("a table [dispatch]", None),
 }
 
 INPUT_KEYS: dict[str, tuple[str, Any]] = {
@@ -249,8 +251,22 @@ PLACEMENT_KEYS: dict[str, tuple[str, Any]] = {
     "pin_cpus": ("true or false", _bool),
 }
 
+
+
+def _leaders(v: Any) -> int | str:
+    if v == "auto":
+        return v
+    return _int(0)(v)
+
+
+DISPATCH_KEYS: dict[str, tuple[str, Any]] = {
+    "ranks_per_leader": ("'auto' (a relay rank per node once there are 2+ nodes or 64+ ranks), 0 (every "
+                         "rank talks to rank 0) or an integer N (a relay every N ranks)", _leaders),
+}
+
 # where a key that belongs to another table is found: a targeted hint
-_MISPLACED = {**{k: "input" for k in INPUT_KEYS if k not in TOP_LEVEL}, **{k: "placement" for k in PLACEMENT_KEYS}}
+_MISPLACED = {**{k: "input" for k in INPUT_KEYS if k not in TOP_LEVEL}, **{k: "placement" for k in PLACEMENT_KEYS},
+              **{k: "dispatch" for k in DISPATCH_KEYS}}
 
 
 def _raise():
@@ -348,6 +364,10 @@ def build_config(data: Mapping[str, Any], job_path: Path, src: str, check_files:
     if not isinstance(placement_raw, Mapping):
         raise ConfigError(f"{src}: key 'placement': expected a table [placement], found {placement_raw!r}")
     placement = PlacementConfig(**_check_table(src, "placement.", placement_raw, PLACEMENT_KEYS))
+    dispatch_raw = top.pop("dispatch", {})
+    if not isinstance(dispatch_raw, Mapping):
+        raise ConfigError(f"{src}: key 'dispatch': expected a table [dispatch], found {dispatch_raw!r}")
+    top.update(_check_table(src, "dispatch.", dispatch_raw, DISPATCH_KEYS))
     if "entry_script" not in top:
         raise ConfigError(f"{src}: missing key 'entry_script'; add e.g. entry_script = \"score.py\"")
 

@@ -2,6 +2,8 @@
 retries failures on another rank, hands out output offsets, journals commits, enforces thresholds.
 
 Rank 0 keeps only descriptors of mini-batches that are pending, in flight or awaiting commit.
+A loop pass costs O(messages), not O(ranks): the peers that want work and the live ones are kept
+in their own collections, so that 10k ranks do not cost a walk over 10k peers per pass.
 """
 from __future__ import annotations
 
@@ -55,6 +57,9 @@ class Dispatcher:
         # resume: 0 = already done (skip), n >= 1 = run as attempt n, -1 = fail now (killed the job run_max_try times)
         self.admit = admit or (lambda spec: 1)
         self.peers = {r: Peer(r, h) for r, h in peers.items()}
+        self.alive: set[int] = set(self.peers)             # ranks that have not left
+        self.wanting: dict[int, Peer] = {}                 # peers with wants > 0, in order of asking
+        self.wants_total = 0
         self.fresh: deque[Pending] = deque()
         self.retries: deque[Pending] = deque()
         self.listing_done = False
@@ -94,7 +99,7 @@ class Dispatcher:
     def _refill(self) -> bool:
         if self.listing_done or self.stop_reason:
             return False
-        demand = sum(max(p.wants, 1) for p in self.peers.values() if p.alive) * 2
+        demand = (len(self.alive) + self.wants_total) * 2      # >= 2 x sum of max(wants, 1)
         target = max(demand, LIST_AHEAD)
         if len(self.fresh) >= target:
             return False
@@ -142,11 +147,9 @@ class Dispatcher:
     def _serve(self) -> bool:
         if self.stop_reason:
             return False
-        alive = {r for r, p in self.peers.items() if p.alive}
+        alive = self.alive
         progressed = False
-        for peer in self.peers.values():
-            if not peer.alive or peer.wants <= 0:
-                continue
+        for peer in list(self.wanting.values()):
             batch: list[Pending] = []
             while len(batch) < peer.wants:
                 p = self._next_for(peer, alive)
@@ -157,7 +160,7 @@ class Dispatcher:
                 for p in batch:
                     peer.outstanding[p.spec.id] = p
                     self.tracked[p.spec.id] = p
-                peer.wants -= len(batch)
+                self._want(peer, -len(batch))
                 self.send(peer.rank, Assign(tuple(p.spec for p in batch), tuple(p.attempt for p in batch)))
                 progressed = True
         return progressed
@@ -166,7 +169,7 @@ class Dispatcher:
         """Idle worker, nothing left to hand out: take back what a busy worker has not started."""
         if self.stop_reason or self.fresh or self.retries or not self.listing_done:
             return False
-        idle = [p for p in self.peers.values() if p.alive and p.wants > 0 and not p.outstanding]
+        idle = [p for p in self.wanting.values() if not p.outstanding]
         if not idle:
             return False
         victims = sorted((p for p in self.peers.values() if p.alive and not p.revoking and len(p.outstanding) > 1),
@@ -188,8 +191,18 @@ class Dispatcher:
         self.acc.failed(spec.nitems)
         self.journal.failed(spec.id, self.cfg.run_max_try, spec.nitems, spec.digest(), error)
 
+    def _want(self, peer: Peer, change: int) -> None:
+        """The only place `wants` changes: keeps `wanting` and `wants_total` in step."""
+        wants = max(0, peer.wants + change) if peer.alive else 0
+        self.wants_total += wants - peer.wants
+        peer.wants = wants
+        if wants > 0:
+            self.wanting.setdefault(peer.rank, peer)
+        else:
+            self.wanting.pop(peer.rank, None)
+
     def _on_request(self, peer: Peer, msg: Request) -> None:
-        peer.wants += msg.credits
+        self._want(peer, msg.credits)
         peer.ready = True             # workers ask for work only once init() has finished
 
     def _on_started(self, peer: Peer, msg: Started) -> None:
@@ -271,9 +284,10 @@ class Dispatcher:
             self.attempts_log.error(f"rank {peer.rank} ({peer.host}) left the job", msg.reason)
             log.error("rank %d (%s) leaves the job: init() keeps failing", peer.rank, peer.host)
         peer.alive = False
-        peer.wants = 0
+        self.alive.discard(peer.rank)
+        self._want(peer, 0)
         self._give_back(peer, msg.returned)
-        if not any(p.alive for p in self.peers.values()) and not self.stop_reason:
+        if not self.alive and not self.stop_reason:
             self.begin_stop("no worker could run init(): every worker left the job. First error:\n"
                             + (msg.reason or "see logs/job_error.txt"), "failed")
 
@@ -298,6 +312,8 @@ class Dispatcher:
 
     def _check_done(self) -> None:
         if self.stop_reason or not self.listing_done or self.fresh or self.retries or self.flushes:
+            return
+        if self.tracked:     # handed out, not final yet: outstanding somewhere (cheap test first)
             return
         if any(p.outstanding for p in self.peers.values()):
             return

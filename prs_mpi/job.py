@@ -166,7 +166,8 @@ class RankLoop:
 
     def __init__(self, channel: Channel, worker: Any, dispatcher: Any, progress: Any) -> None:
         self.channel, self.worker, self.dispatcher, self.progress = channel, worker, dispatcher, progress
-        self.backoff = Backoff(max_sleep=0.002 if dispatcher is not None else 0.01)
+        relays = getattr(channel, "is_leader", False) or dispatcher is not None
+        self.backoff = Backoff(max_sleep=0.002 if relays else 0.01)
 
     def run(self, interrupted: Any = None) -> None:
         inject = injected_fault(self.channel.rank)
@@ -185,13 +186,14 @@ class RankLoop:
                 self.progress.tick()
             if self.worker is not None and not self.worker.done:
                 progressed |= self.worker.step()
+            self.channel.flush()
             self.backoff.wait(progressed, self.worker.waitables if self.worker is not None else [])
 
     @property
     def done(self) -> bool:
         if self.dispatcher is not None:
             return self.dispatcher.finished and (self.worker is None or self.worker.done)
-        return self.worker.done
+        return self.worker.done and self.channel.relay_done
 
     def _route(self) -> bool:
         got = False

@@ -17,6 +17,23 @@ Flow for one worker (W) and the dispatcher (D):
                                      then flush, shutdown(), say Goodbye
     W → D  Goodbye(stats)            last message of a worker
     W → D  Fatal(error)              an unhandled error on a worker; D ends the job
+
+Relays (prs_mpi/leader.py; `[dispatch] ranks_per_leader`). With leaders on, the ranks are cut
+into groups (one per node by default); the lowest rank of a group is its leader, and rank 0's
+group has none (it talks to rank 0 directly). A worker sends its messages to its leader instead
+of rank 0; the leader (a worker itself) packs them, its own included, into
+
+    L → D  Bundle(((src, msg), ...)) every logical message of its group since the last bundle,
+                                     in arrival order; sent at once when it holds a Request (the
+                                     worker is waiting for work), else after max_delay or
+                                     max_bundle messages
+    D → L  Bundle(((dest, msg), ...)) what the dispatcher sent to the group in one loop pass;
+                                     the leader forwards each to `dest` (or keeps its own)
+
+The dispatcher sees the same logical messages with the same sources, in the same per-worker
+order (every hop is FIFO between one pair of ranks), so its scheduling, retries, stealing,
+journal and thresholds do not change; only the MPI messages rank 0 receives and sends shrink to
+about one per leader per loop pass. Fatal is still sent straight to rank 0.
 """
 from __future__ import annotations
 
@@ -43,6 +60,7 @@ class Tag(enum.IntEnum):
     FATAL = 11
     STARTED = 12
     INIT_FAILED = 13
+    BUNDLE = 14
 
 
 class Status(enum.StrEnum):
@@ -175,11 +193,18 @@ class Fatal:
     error: str
 
 
+@dataclass(frozen=True, slots=True)
+class Bundle(Compact):
+    """Logical messages between rank 0 and a leader's group: (worker rank, message) pairs."""
+
+    items: tuple[tuple[int, Any], ...]
+
+
 TAG_OF: dict[type, Tag] = {
     Request: Tag.REQUEST, Assign: Tag.ASSIGN, Revoke: Tag.REVOKE, Revoked: Tag.REVOKED,
     Report: Tag.REPORT, Offset: Tag.OFFSET, Commit: Tag.COMMIT, Leaving: Tag.LEAVING,
     Stop: Tag.STOP, Goodbye: Tag.GOODBYE, Fatal: Tag.FATAL, Started: Tag.STARTED,
-    InitFailed: Tag.INIT_FAILED,
+    InitFailed: Tag.INIT_FAILED, Bundle: Tag.BUNDLE,
 }
 
 

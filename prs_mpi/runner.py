@@ -238,7 +238,8 @@ def _reused(cfg: JobConfig, prepared: Prepared) -> int:
 def _run_ranks(cfg: JobConfig, opts: RunOptions, comm: Any, layout: Layout, prepared: Prepared | None,
                flag: SignalFlag) -> int:
     from .writer import NullOutput, OutputFile, ParquetParts
-    channel = Channel(comm)
+    from .leader import make_router
+    channel = make_router(Channel(comm), layout.hosts, cfg.ranks_per_leader)
     if cfg.output_action != "append_row":
         output = NullOutput()
     elif cfg.append_row_format == "parquet":

@@ -69,6 +69,11 @@ class Channel:
             yield status.Get_source(), obj
         self.progress()
 
+    def flush(self, force: bool = False) -> None:
+        """Nothing is held back here (a leader's Router bundles: prs_mpi/leader.py)."""
+
+    relay_done = True      # no relaying to finish (see Router.relay_done)
+
     def drain(self, timeout: float) -> bool:
         """Wait (politely) until every pending send completed; False on timeout."""
         deadline = time.monotonic() + timeout

@@ -1,15 +1,17 @@
-"""Workload 6, scale model: measure dispatch costs here, simulate 1k-10k workers with them.
+"""Workload 6, scale model: measure prs-mpi's own rank-0 costs here, simulate 1k-10k workers.
 
-If ``bench/prs_costs.json`` exists (``{"c_msg": s, "c_batch": s}``, prs-mpi's own measured
-costs per message and per mini-batch at rank 0), its values replace the ping-pong estimates.
+MPI per-message and per-Bundle costs come from bench/measure_costs.py (2 ranks, prs-mpi's
+Channel/Router and messages), the dispatcher's work per mini-batch from bench/dispatch_costs.py
+(the real Dispatcher, journal and csv in-process); bench/scale_model.py simulates flat and with
+node leaders (prs_mpi/leader.py).
 """
 import json
 
 from harness.common import BENCH, PYTHON, WORK, Row, Section, error_of, interleave, mpi, run_json
 from harness.settings import Settings
 
-PRS_COSTS = BENCH / "prs_costs.json"
 NODE_SIZE = 64
+RELAY_DELAY = 1e-3     # a leader's mean wake-up delay: its idle back-off sleeps up to 2 ms
 
 
 def measured_costs(cfg: Settings) -> tuple[list[dict], Section]:
@@ -23,24 +25,57 @@ def measured_costs(cfg: Settings) -> tuple[list[dict], Section]:
                        ("c_msg_s", "rank-0 time per request served (1-descriptor reply)"),
                        ("per_desc_s", "rank-0 time per extra descriptor in a reply"),
                        ("pickle_msg_s", "pickle dumps+loads, 1-descriptor message"),
-                       ("pickle_per_desc_s", "pickle dumps+loads per extra descriptor")):
+                       ("pickle_per_desc_s", "pickle dumps+loads per extra descriptor"),
+                       ("prs_recv_s", "prs-mpi Channel: rank-0 time per message received"),
+                       ("prs_send_s", "prs-mpi Channel: rank-0 time per message sent"),
+                       ("prs_bundle_s", "prs-mpi Router: rank-0 time per Bundle received (fixed)"),
+                       ("prs_bundled_s", "prs-mpi Router: ... plus per message in the Bundle"),
+                       ("prs_bundle_send_s", "prs-mpi: rank-0 time per Bundle of 32 sent")):
         section.rows.append(Row("scale", label, "µs", [r[key] * 1e6 for r in ok], error_of(recs)))
     return ok, section
 
 
-def model_costs(ok: list[dict], section: Section) -> dict:
-    # the least-disturbed repetition: on a real cluster rank 0 has its core to itself
-    costs = {k: min(r["model_costs"][k] for r in ok)
-             for k in ("c_msg", "c_batch", "latency", "node_latency")}
-    if PRS_COSTS.exists():
-        plugged = json.loads(PRS_COSTS.read_text())
-        costs.update({k: float(v) for k, v in plugged.items()
-                      if k in costs or k == "root_c_batch"})
-        section.facts.append(f"Costs from {PRS_COSTS.name} replace the estimates: {plugged}.")
-    else:
-        section.facts.append("c_batch = measured per-descriptor cost + an assumed 5 µs of rank-0 "
-                             f"book-keeping per mini-batch; put prs-mpi's measured costs in "
-                             f"bench/{PRS_COSTS.name} to replace them.")
+def dispatcher_costs(cfg: Settings, section: Section) -> dict | None:
+    """bench/dispatch_costs.py: the real Dispatcher's time per mini-batch, in-process."""
+    recs = interleave({"dispatch_costs": lambda: run_json(
+        [PYTHON, str(BENCH / "dispatch_costs.py"), "--reps", "3"], cfg.timeout)}, cfg.reps)["dispatch_costs"]
+    ok = [r for r in recs if "error" not in r]
+    for n in ("1", "16"):
+        section.rows.append(Row("scale", f"rank-0 dispatcher work per mini-batch, {n} item(s) (journal, csv "
+                                         "row, accounting; no MPI)", "µs",
+                                [r["batch_s"][n] * 1e6 for r in ok], error_of(recs)))
+    for p in ("64", "10000"):
+        section.rows.append(Row("scale", f"rank-0 loop pass with nothing to do, {p} peers", "µs",
+                                [r["pass_s"][p] * 1e6 for r in ok], error_of(recs)))
+    return min(ok, key=lambda r: r["batch_s"]["1"]) if ok else None
+
+
+def model_costs(ok: list[dict], logic: dict | None, section: Section) -> dict:
+    """The model's inputs from prs-mpi's own figures (fastest repetition: on a cluster rank 0 has
+    its core to itself). Per long mini-batch rank 0 receives Request, Started, Report, Commit and
+    sends Assign, Offset (bench/dispatch_costs.py); with leaders those ride in Bundles."""
+    m = {k: min(r[k] for r in ok) for k in ("latency_s", "prs_recv_s", "prs_send_s", "prs_bundle_s",
+                                            "prs_bundled_s", "prs_bundle_send_s", "c_msg_s")}
+    work = logic["batch_s"]["1"] if logic else None
+    if work is None:
+        section.facts.append("bench/dispatch_costs.py failed: its figure is missing from c_batch.")
+        work = 0.0
+    recv, send = m["prs_recv_s"], m["prs_send_s"]
+    send_in_bundle = max(0.0, (m["prs_bundle_send_s"] - send) / 32)   # bundles of 32 were sent
+    into = m["prs_bundled_s"]
+    costs = {"latency": m["latency_s"], "node_latency": m["latency_s"], "c_msg": recv + send,
+             "c_in": recv, "c_out": send, "c_req": 0.0, "c_batch": work + 3 * recv + send,
+             "h_c_in": m["prs_bundle_s"], "h_c_out": send, "h_c_req": into + send_in_bundle,
+             "h_c_batch": work + 3 * into + send_in_bundle,
+             "leader_c": 4 * (recv + send_in_bundle) + 2 * (into + send), "relay_delay": RELAY_DELAY}
+    section.facts.append(
+        f"Model inputs, µs: dispatcher work per mini-batch {work * 1e6:.1f}; MPI per message received "
+        f"{recv * 1e6:.1f} / sent {send * 1e6:.1f}; per Bundle received {m['prs_bundle_s'] * 1e6:.1f} + "
+        f"{into * 1e6:.1f} per message in it; per message in a sent Bundle {send_in_bundle * 1e6:.1f}. "
+        f"Flat rank-0 cost per long mini-batch: {(costs['c_msg'] + costs['c_batch']) * 1e6:.1f} µs; with "
+        f"leaders {(costs['h_c_req'] + costs['h_c_batch']) * 1e6:.1f} µs + one Bundle in/out per leader "
+        f"per pass; a leader's relay work {costs['leader_c'] * 1e6:.0f} µs per mini-batch, "
+        f"{RELAY_DELAY * 1e3:g} ms wake-up delay per hop (its idle back-off).")
     return costs
 
 
@@ -48,7 +83,7 @@ def run(cfg: Settings) -> Section:
     ok, section = measured_costs(cfg)
     if not ok:
         return section
-    costs = model_costs(ok, section)
+    costs = model_costs(ok, dispatcher_costs(cfg, section), section)
     WORK.mkdir(parents=True, exist_ok=True)
     path = WORK / "costs.json"
     path.write_text(json.dumps({"model_costs": costs}))
@@ -65,9 +100,8 @@ def run(cfg: Settings) -> Section:
                                              f"{r['topology']}", "%", [r["efficiency"] * 100],
                                     "target >= 90 %"))
     section.facts.append(
-        f"Model inputs (fastest repetition of each): c_msg {costs['c_msg'] * 1e6:.1f} µs, c_batch {costs['c_batch'] * 1e6:.1f} µs, "
-        f"latency {costs['latency'] * 1e6:.1f} µs; {per_worker} mini-batches per worker, log-normal "
-        f"sigma 0.5, prefetch 2, 1 descriptor per request; hierarchical = {NODE_SIZE} workers per "
-        "node leader. 'zero-overhead' is the greedy schedule of the same durations with free "
-        "dispatch (the tail alone).")
+        f"{per_worker} mini-batches per worker, log-normal sigma 0.5, no prefetch from 50 ms on (as "
+        f"prs_mpi.worker), 1 descriptor per request; hierarchical = {NODE_SIZE} workers per node "
+        "leader relaying in Bundles. 'zero-overhead' is the greedy schedule of the same durations "
+        "with free dispatch (the tail alone).")
     return section

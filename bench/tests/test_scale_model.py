@@ -51,3 +51,23 @@ def test_load_costs_reads_measure_costs_output(tmp_path):
     path.write_text('{"latency_s": 1, "model_costs": {"c_msg": 3e-6, "c_batch": 4e-6}}')
     costs = sm.load_costs(str(path), {"latency": 9e-6, "c_batch": None})
     assert (costs.c_msg, costs.c_batch, costs.latency) == (3e-6, 4e-6, 9e-6)
+
+
+def test_relays_help_only_with_the_per_message_part_of_rank_zeros_cost():
+    # 400 workers x 50 ms = 8000 mini-batches/s. Per-MPI-message cost dominant: bundles cut it.
+    msg_bound = sm.Costs(c_msg=2e-4, c_batch=1e-6, latency=1e-5, node_latency=1e-5, h_c_in=1e-4, h_c_out=1e-4)
+    flat = sim(msg_bound, workers=400)
+    tree = sim(msg_bound, workers=400, node_size=50)
+    assert tree["efficiency"] > flat["efficiency"] + 0.2
+    # per-mini-batch dispatcher work dominant: rank 0 still does it all, relays cannot help
+    work_bound = sm.Costs(c_msg=1e-6, c_batch=2.4e-4, latency=1e-5, node_latency=1e-5)
+    flat = sim(work_bound, workers=400)
+    tree = sim(work_bound, workers=400, node_size=50)
+    assert flat["root_utilisation"] > 0.9 and tree["root_utilisation"] > 0.9
+    assert abs(tree["efficiency"] - flat["efficiency"]) < 0.1
+
+
+def test_long_mini_batches_are_not_prefetched_like_prs_mpi():
+    assert sm.Scenario(workers=1, duration=0.2).depth == 0
+    assert sm.Scenario(workers=1, duration=0.01).depth == 2
+    assert sm.Scenario(workers=1, duration=0.2, prefetch=3).depth == 3
