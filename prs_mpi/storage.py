@@ -47,8 +47,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import IO, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from fsspec.core import url_to_fs
-from fsspec.utils import glob_translate
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +56,13 @@ _MAGIC = re.compile(r"[*?\[]")
 _URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
 _PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 T = TypeVar("T")
+
+
+def url_to_fs(url: str):
+    """fsspec's (filesystem, path) for a URL. fsspec (and the asyncio it pulls in, ~10 MB of a
+    worker rank's RSS) is imported only when a URL is really used, never for local input."""
+    from fsspec.core import url_to_fs as to_fs
+    return to_fs(url)
 
 
 class FetchError(OSError):
@@ -262,6 +267,7 @@ def _expand_remote(url: str) -> Iterator[str]:
     searchable = urlsplit(path).path if "://" in path else path  # http: '?' starts a query
     if _MAGIC.search(searchable):
         root, depth = _static_root(path)
+        from fsspec.utils import glob_translate
         regex = re.compile(glob_translate(path))
         for name in _remote_files(fs, root, depth):
             if regex.match(name):

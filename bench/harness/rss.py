@@ -17,15 +17,18 @@ class TreeSampler(threading.Thread):
         super().__init__(daemon=True)
         self.root_pid = root_pid
         self.interval = interval
-        self.peak: dict[tuple[int, str], int] = {}  # (rank, "supervisor"|"children") -> bytes
+        # (rank, "supervisor"|"supervisor_pss"|"children") -> bytes. PSS splits the pages a
+        # supervisor shares with the other ranks (libpython, libmpi, MPI shared memory) among them:
+        # what one more rank really costs the node; RSS counts them in full for every rank.
+        self.peak: dict[tuple[int, str], int] = {}
         self._rank_of: dict[int, int] = {}  # supervisor pid -> rank
         self._stopped = threading.Event()
 
     def stop(self) -> dict[str, dict[int, float]]:
-        """Stop sampling; peak MB per rank, keyed ``supervisor`` and ``children``."""
+        """Stop sampling; peak MB per rank, keyed ``supervisor``, ``supervisor_pss``, ``children``."""
         self._stopped.set()
         self.join(timeout=5)
-        out: dict[str, dict[int, float]] = {"supervisor": {}, "children": {}}
+        out: dict[str, dict[int, float]] = {"supervisor": {}, "supervisor_pss": {}, "children": {}}
         for (rank, role), nbytes in sorted(self.peak.items()):
             out[role][rank] = nbytes / 2**20
         return out
@@ -59,6 +62,8 @@ class TreeSampler(threading.Thread):
                 key = self._key(proc)
                 if key is not None:
                     totals[key] = totals.get(key, 0) + proc.memory_info().rss
+                if key is not None and key[1] == "supervisor":
+                    totals[(key[0], "supervisor_pss")] = proc.memory_full_info().pss
             except psutil.Error:
                 continue
         for key, rss in totals.items():
