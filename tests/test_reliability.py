@@ -228,6 +228,9 @@ def test_allow_reuse(jobdir):
     before = out.stat().st_mtime_ns
     r = launch(2, ["run", str(job)])
     assert r.returncode == 0 and "reused" in r.stderr and out.stat().st_mtime_ns == before
+    # settings that change how, not what, still reuse
+    r = launch(2, ["run", str(job), "--set", "dispatch.ranks_per_leader=1", "--set", "prefetch=4"])
+    assert r.returncode == 0 and "reused" in r.stderr and out.stat().st_mtime_ns == before
     r = launch(2, ["run", str(job), "--set", "allow_reuse=false"])
     assert r.returncode == 0 and "reused" not in r.stderr and out.stat().st_mtime_ns != before
     (jobdir.data / "f00099.txt").write_text("new input\n")          # a changed input runs again
