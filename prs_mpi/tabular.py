@@ -274,13 +274,24 @@ def _read_text(s: TabularSlice, options: Mapping) -> pd.DataFrame:
     with open_binary(s.path) as f:
         if "compression" in opts:  # never split: parse the whole stream
             return _parse(read, f, opts, s.filter)
-        data = csvsplit.read_at(f, s.start, (s.stop - s.start) if s.stop >= 0 else -1)
-        if s.start > 0 and s.format == "csv":
-            d = _dialect(s.path, s.format, options)
-            data = csvsplit.read_at(f, 0, csvsplit.header_end(f, s.start, d)) + data
-    if not data.strip():
-        return pd.DataFrame()
-    return _parse(read, io.BytesIO(data), opts, s.filter)
+        source = _range_stream(f, s, options)
+        if source.blank():
+            return pd.DataFrame()
+        return _parse(read, source, opts, s.filter)
+
+
+def _range_stream(f, s: TabularSlice, options: Mapping) -> csvsplit.RangeReader:
+    """The bytes of ``s``, after the file's header records when ``s`` starts past them: streamed
+    from a local file, fetched in one request from a URL (whose reads are not buffered)."""
+    head = b""
+    if s.start > 0 and s.format == "csv":
+        d = _dialect(s.path, s.format, options)
+        head = csvsplit.read_at(f, 0, csvsplit.header_end(f, s.start, d))
+    stop = s.stop if s.stop >= 0 else None
+    if is_url(s.path):
+        body = csvsplit.read_at(f, s.start, -1 if stop is None else stop - s.start)
+        return csvsplit.RangeReader(head, io.BytesIO(body), 0, None)
+    return csvsplit.RangeReader(head, f, s.start, stop)
 
 
 def _parse(read, source, opts: dict, condition) -> pd.DataFrame:
