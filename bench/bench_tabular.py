@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_tabular.py [--gb 1.0] [--ranks 2] [--formats csv,parquet]
                                             [--mini-batch-size 8MB] [--repeat 1]
+                                            [--peers pandas,pandas-pyarrow]
 
 Generates (once, cached under ``$TMPDIR/prs-mpi-bench-tabular``) at least ``--gb`` GB of CSV and of
 Parquet holding an ``id`` and 16 float features, then, per format, scores every row with a
@@ -9,9 +10,12 @@ linear numpy model and writes ``id,score`` rows as CSV: once with a plain pandas
 process (``read_csv``/``iter_batches`` in chunks of the same size as the mini-batches), once
 with ``mpiexec -n RANKS prs-mpi job.toml`` (``append_row`` output).  Both run with BLAS and
 Arrow on one thread, after the files were read once (warm page cache), and wall-clock times
-include start-up.  The outputs are checked against each other (row count and score sum), then
-GB/s of input (bytes on disk), CPU seconds (the contender and all its descendants) and the
-wall-clock ratio are printed, with the load average: on a shared machine, compare CPU seconds too.
+include start-up.  CSV has a second peer, ``pandas-pyarrow``: one process reading each file whole
+with ``read_csv(engine="pyarrow")`` and Arrow's thread pool on every core (pandas' pyarrow engine
+reads no chunks).  The outputs are checked against each other (row count and score sum), then
+GB/s of input (bytes on disk), CPU seconds (the contender and all its descendants) and prs-mpi's
+wall-clock speed-up over each peer are printed, with the load average: on a shared machine,
+compare CPU seconds too.
 
 This file is also the prs-mpi jobs' entry script (``init``/``run`` below).
 """
@@ -106,13 +110,19 @@ def make_data(fmt: str, gb: float, files: int) -> list[Path]:
 
 
 def baseline(fmt: str, paths: list[Path], batch_bytes: int, out: Path) -> None:
-    """The single-process pandas loop (run in a child process: ``--baseline``)."""
+    """The single-process pandas loop (run in a child process: ``--baseline``); ``fmt``
+    "csv-pyarrow" reads each CSV file whole with pandas' pyarrow engine."""
     import pyarrow.parquet as pq
 
     out.unlink(missing_ok=True)
     header = True
     for path in paths:
-        if fmt == "csv":
+        if fmt == "csv-pyarrow":
+            import pyarrow
+
+            pyarrow.set_cpu_count(os.cpu_count() or 1)
+            chunks = iter([pd.read_csv(path, engine="pyarrow")])
+        elif fmt == "csv":
             rows = max(1, batch_bytes // _csv_row_bytes(path))
             chunks = pd.read_csv(path, chunksize=rows)
         else:
@@ -130,11 +140,14 @@ def _csv_row_bytes(path: Path) -> int:
     return max(1, len(sample) // max(1, sample.count(b"\n")))
 
 
-def timed(cmd: list[str]) -> tuple[subprocess.CompletedProcess, float, float]:
-    """Run ``cmd``; (result, wall seconds, CPU seconds of it and all its descendants)."""
+def timed(cmd: list[str], threads: dict | None = None
+          ) -> tuple[subprocess.CompletedProcess, float, float]:
+    """Run ``cmd`` with ``threads`` (default: one thread everywhere) in its environment;
+    (result, wall seconds, CPU seconds of it and all its descendants)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    proc = subprocess.run(cmd, env={**os.environ, **ONE_THREAD}, capture_output=True, text=True)
+    env = {**os.environ, **(ONE_THREAD if threads is None else threads)}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
@@ -143,10 +156,16 @@ def timed(cmd: list[str]) -> tuple[subprocess.CompletedProcess, float, float]:
     return proc, wall, cpu
 
 
-def run_baseline(fmt: str, paths: list[Path], batch_bytes: int) -> tuple[float, float, Path]:
-    out = WORK / f"baseline-{fmt}.csv"
-    _, wall, cpu = timed([sys.executable, __file__, "--baseline", fmt, "--batch-bytes",
-                          str(batch_bytes), "--out", str(out), *map(str, paths)])
+PEERS = {"pandas": "{fmt}", "pandas-pyarrow": "{fmt}-pyarrow"}  # peer: its --baseline mode
+
+
+def run_baseline(mode: str, paths: list[Path], batch_bytes: int) -> tuple[float, float, Path]:
+    """One peer, ``mode`` as ``--baseline`` takes it; the pyarrow reader keeps all its threads."""
+    out = WORK / f"baseline-{mode}.csv"
+    threads = {k: v for k, v in ONE_THREAD.items() if "ARROW" not in k and "OMP" not in k}
+    _, wall, cpu = timed([sys.executable, __file__, "--baseline", mode, "--batch-bytes",
+                          str(batch_bytes), "--out", str(out), *map(str, paths)],
+                         threads if mode.endswith("-pyarrow") else None)
     return wall, cpu, out
 
 
@@ -204,6 +223,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--formats", default="csv,parquet")
     parser.add_argument("--mini-batch-size", default="8MB")
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--peers", default="pandas,pandas-pyarrow",
+                        help="single-process peers (pandas-pyarrow: CSV only)")
     parser.add_argument("--baseline", help=argparse.SUPPRESS)
     parser.add_argument("--batch-bytes", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -212,26 +233,38 @@ def main(argv: list[str] | None = None) -> None:
     if args.baseline:
         return baseline(args.baseline, [Path(p) for p in args.paths], args.batch_bytes,
                         Path(args.out))
-    from prs_mpi.config import parse_size
-
-    batch_bytes = parse_size(args.mini_batch_size)
+    unknown = set(args.peers.split(",")) - set(PEERS)
+    if unknown:
+        parser.error(f"unknown peers {sorted(unknown)}; choose from {', '.join(PEERS)}")
     print(f"ranks={args.ranks} mini_batch_size={args.mini_batch_size} cores={os.cpu_count()} "
-          f"load={os.getloadavg()[0]:.1f}\n{'format':8} {'GB':>5} {'pandas s':>8} {'GB/s':>6} "
-          f"{'cpu s':>6} {'prs-mpi s':>9} {'GB/s':>6} {'cpu s':>6} {'ratio':>5}", flush=True)
+          f"load={os.getloadavg()[0]:.1f}\n{'format':8} {'GB':>5} {'contender':16} {'s':>6} "
+          f"{'GB/s':>6} {'cpu s':>6} {'prs-mpi speed-up':>16}", flush=True)
     for fmt in args.formats.split(","):
         paths = make_data(fmt, args.gb, args.files)
-        size = sum(p.stat().st_size for p in paths) / 1e9
+        peers = [p for p in args.peers.split(",") if fmt == "csv" or p == "pandas"]
         warm(paths)
         for _ in range(args.repeat):
-            base_s, base_cpu, base_out = run_baseline(fmt, paths, batch_bytes)
-            prs_s, prs_cpu, prs_out = run_prs(fmt, paths, args.ranks, args.mini_batch_size)
-            (rows_a, sum_a), (rows_b, sum_b) = checksum(base_out), checksum(prs_out)
-            if rows_a != rows_b or not np.isclose(sum_a, sum_b, rtol=1e-9, atol=1e-6):
-                raise SystemExit(f"{fmt}: outputs differ: pandas {rows_a} rows sum {sum_a}, "
-                                 f"prs-mpi {rows_b} rows sum {sum_b}")
-            print(f"{fmt:8} {size:5.2f} {base_s:8.1f} {size / base_s:6.3f} {base_cpu:6.1f} "
-                  f"{prs_s:9.1f} {size / prs_s:6.3f} {prs_cpu:6.1f} {base_s / prs_s:5.2f}  "
-                  f"({rows_a:,} rows checked; load {os.getloadavg()[0]:.1f})", flush=True)
+            compare(fmt, paths, peers, args)
+
+
+def compare(fmt: str, paths: list[Path], peers: list[str], args) -> None:
+    """One repetition: every peer, then prs-mpi; outputs checked, one line per contender."""
+    from prs_mpi.config import parse_size
+
+    size = sum(p.stat().st_size for p in paths) / 1e9
+    runs = {peer: run_baseline(PEERS[peer].format(fmt=fmt), paths, parse_size(args.mini_batch_size))
+            for peer in peers}
+    prs = runs[f"prs-mpi x{args.ranks}"] = run_prs(fmt, paths, args.ranks, args.mini_batch_size)
+    rows, total = checksum(prs[2])
+    for name, (_, _, out) in runs.items():
+        other_rows, other_total = checksum(out)
+        if other_rows != rows or not np.isclose(other_total, total, rtol=1e-9, atol=1e-6):
+            raise SystemExit(f"{fmt}: outputs differ: {name} {other_rows} rows sum {other_total}, "
+                             f"prs-mpi {rows} rows sum {total}")
+    for name, (wall, cpu, _) in runs.items():
+        speedup = f"{wall / prs[0]:16.2f}" if name in peers else f"{'':16}  ({rows:,} rows checked)"
+        print(f"{fmt:8} {size:5.2f} {name:16} {wall:6.1f} {size / wall:6.3f} {cpu:6.1f} "
+              f"{speedup}  load {os.getloadavg()[0]:.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""CSV rows of an all-numeric DataFrame, byte for byte what ``DataFrame.to_csv`` writes, twice as fast."""
+"""CSV rows of an all-numeric DataFrame, byte for byte what ``DataFrame.to_csv`` writes, faster."""
 from __future__ import annotations
 
 from typing import Any
