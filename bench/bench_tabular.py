@@ -7,15 +7,17 @@
 Generates (once, cached under ``$TMPDIR/prs-mpi-bench-tabular``) at least ``--gb`` GB of CSV and of
 Parquet holding an ``id`` and 16 float features, then, per format, scores every row with a
 linear numpy model and writes ``id,score`` rows as CSV: once with a plain pandas loop in one
-process (``read_csv``/``iter_batches`` in chunks of the same size as the mini-batches), once
-with ``mpiexec -n RANKS prs-mpi job.toml`` (``append_row`` output).  Both run with BLAS and
-Arrow on one thread, after the files were read once (warm page cache), and wall-clock times
-include start-up.  CSV has a second peer, ``pandas-pyarrow``: one process reading each file whole
-with ``read_csv(engine="pyarrow")`` and Arrow's thread pool on every core (pandas' pyarrow engine
-reads no chunks).  The outputs are checked against each other (row count and score sum), then
-GB/s of input (bytes on disk), CPU seconds (the contender and all its descendants) and prs-mpi's
-wall-clock speed-up over each peer are printed, with the load average: on a shared machine,
-compare CPU seconds too.
+process (``read_csv``/``iter_batches`` in chunks of the same size as the mini-batches, written
+with ``to_csv``), once with ``mpiexec -n RANKS prs-mpi job.toml`` (``append_row`` output).  Both
+run with BLAS and Arrow on one thread, after the files were read once (warm page cache), and
+wall-clock times include start-up.  More peers (``--peers``): ``pandas-pyarrow`` (CSV only) reads
+each file whole with ``read_csv(engine="pyarrow")`` and Arrow's thread pool on every core
+(pandas' pyarrow engine reads no chunks); ``pandas-numeric`` is the pandas loop writing its rows
+with prs-mpi's numeric CSV encoder (``prs_mpi.framecsv``: the bytes of ``to_csv``, about twice
+as fast), so prs-mpi's speed-up over it is the parallel part alone.  The outputs are checked
+against each other (row count and score sum), then GB/s of input (bytes on disk), CPU seconds
+(the contender and all its descendants) and prs-mpi's wall-clock speed-up over each peer are
+printed, with the load average: on a shared machine, compare CPU seconds too.
 
 This file is also the prs-mpi jobs' entry script (``init``/``run`` below).
 """
@@ -30,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -109,29 +112,38 @@ def make_data(fmt: str, gb: float, files: int) -> list[Path]:
 # ---------------------------------------------------------------------------- contenders
 
 
-def baseline(fmt: str, paths: list[Path], batch_bytes: int, out: Path) -> None:
-    """The single-process pandas loop (run in a child process: ``--baseline``); ``fmt``
-    "csv-pyarrow" reads each CSV file whole with pandas' pyarrow engine."""
+def baseline(mode: str, paths: list[Path], batch_bytes: int, out: Path) -> None:
+    """The single-process pandas loop (run in a child process: ``--baseline``).  ``mode`` is
+    the format, "csv-pyarrow" (each CSV file read whole by pandas' pyarrow engine), or the
+    format + "-numeric" (rows written by prs-mpi's own CSV encoder instead of ``to_csv``)."""
+    out.unlink(missing_ok=True)
+    fmt, numeric = mode.removesuffix("-numeric"), mode.endswith("-numeric")
+    with open(out, "wb") as f:
+        for n, chunk in enumerate(c for path in paths for c in _chunks(fmt, path, batch_bytes)):
+            scores = score(chunk)
+            if numeric:
+                from prs_mpi.framecsv import numeric_body
+
+                f.write(scores.iloc[:0].to_csv(index=False).encode() if n == 0 else b"")
+                f.write(numeric_body(scores))
+            else:
+                scores.to_csv(f, header=n == 0, index=False)
+
+
+def _chunks(fmt: str, path: Path, batch_bytes: int) -> Iterable[pd.DataFrame]:
+    """DataFrames of about ``batch_bytes`` of ``path`` (a whole file for "csv-pyarrow")."""
     import pyarrow.parquet as pq
 
-    out.unlink(missing_ok=True)
-    header = True
-    for path in paths:
-        if fmt == "csv-pyarrow":
-            import pyarrow
+    if fmt == "csv-pyarrow":
+        import pyarrow
 
-            pyarrow.set_cpu_count(os.cpu_count() or 1)
-            chunks = iter([pd.read_csv(path, engine="pyarrow")])
-        elif fmt == "csv":
-            rows = max(1, batch_bytes // _csv_row_bytes(path))
-            chunks = pd.read_csv(path, chunksize=rows)
-        else:
-            pf = pq.ParquetFile(path)
-            rows = max(1, int(batch_bytes / (path.stat().st_size / pf.metadata.num_rows)))
-            chunks = (batch.to_pandas() for batch in pf.iter_batches(batch_size=rows))
-        for chunk in chunks:
-            score(chunk).to_csv(out, mode="a", header=header, index=False)
-            header = False
+        pyarrow.set_cpu_count(os.cpu_count() or 1)
+        return [pd.read_csv(path, engine="pyarrow")]
+    if fmt == "csv":
+        return pd.read_csv(path, chunksize=max(1, batch_bytes // _csv_row_bytes(path)))
+    pf = pq.ParquetFile(path)
+    rows = max(1, int(batch_bytes / (path.stat().st_size / pf.metadata.num_rows)))
+    return (batch.to_pandas() for batch in pf.iter_batches(batch_size=rows))
 
 
 def _csv_row_bytes(path: Path) -> int:
@@ -156,7 +168,8 @@ def timed(cmd: list[str], threads: dict | None = None
     return proc, wall, cpu
 
 
-PEERS = {"pandas": "{fmt}", "pandas-pyarrow": "{fmt}-pyarrow"}  # peer: its --baseline mode
+# peer: its --baseline mode; pandas-numeric isolates the parallel speed-up from prs-mpi's encoder
+PEERS = {"pandas": "{fmt}", "pandas-pyarrow": "{fmt}-pyarrow", "pandas-numeric": "{fmt}-numeric"}
 
 
 def run_baseline(mode: str, paths: list[Path], batch_bytes: int) -> tuple[float, float, Path]:
@@ -224,7 +237,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mini-batch-size", default="8MB")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--peers", default="pandas,pandas-pyarrow",
-                        help="single-process peers (pandas-pyarrow: CSV only)")
+                        help="single-process peers: pandas, pandas-pyarrow (CSV only), "
+                        "pandas-numeric (written by prs-mpi's CSV encoder, not to_csv)")
     parser.add_argument("--baseline", help=argparse.SUPPRESS)
     parser.add_argument("--batch-bytes", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -241,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{'GB/s':>6} {'cpu s':>6} {'prs-mpi speed-up':>16}", flush=True)
     for fmt in args.formats.split(","):
         paths = make_data(fmt, args.gb, args.files)
-        peers = [p for p in args.peers.split(",") if fmt == "csv" or p == "pandas"]
+        peers = [p for p in args.peers.split(",") if fmt == "csv" or p != "pandas-pyarrow"]
         warm(paths)
         for _ in range(args.repeat):
             compare(fmt, paths, peers, args)
