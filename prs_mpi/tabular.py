@@ -41,9 +41,8 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # numpy and pandas are imported where used: ranks that only slice need neither
+    import numpy as np
     import pandas as pd
 
 from prs_mpi import csvsplit
@@ -448,6 +447,8 @@ def _hdf5_frame(ds, start: int, stop: int, columns=None) -> pd.DataFrame:
 
 def _decode(values: np.ndarray) -> np.ndarray:
     """UTF-8 text for HDF5 byte strings (fixed length 'S', or variable length objects)."""
+    import numpy as np
+
     if values.dtype.kind == "S":
         return np.char.decode(values, "utf-8")
     if values.dtype.kind == "O" and values.size and isinstance(values.flat[0], bytes):
@@ -544,6 +545,7 @@ def _key_frames(path: str, fmt: str, keys: list[str], options: Mapping) -> Itera
 
 def _plain(value):
     """Python scalar for a key value; missing values become None."""
+    import numpy as np
     import pandas as pd
 
     if value is None or (np.ndim(value) == 0 and not isinstance(value, (str, bytes))
