@@ -37,7 +37,7 @@ def test_other_frames_are_left_to_pandas():
     assert numeric_body(pd.DataFrame({"x": [1.0, np.nan]})) is None  # pandas writes '""'
     assert numeric_body(pd.DataFrame({"x": [1.0, np.nan], "y": [1, 2]})) == b"1.0,1\n,2\n"
     for column in (["a", "b"], np.array([0.1, 0.2], dtype=np.float32),
-                   pd.array([1, None], dtype="Int64"), pd.to_datetime(["2020-01-01", "2021"])):
+                   pd.array([1, None], dtype="Int64"), pd.date_range("2020-01-01", periods=2)):
         assert numeric_body(pd.DataFrame({"id": [1, 2], "x": column})) is None
     assert numeric_body(pd.DataFrame({"x": np.array([], dtype=float)})) is None
     assert numeric_body(pd.DataFrame(index=range(3))) is None
