@@ -344,14 +344,21 @@ class _RowCursor:
     """One Parquet row group's batch iterator, kept open in this process between reads: a row
     range at or after the previous one resumes there instead of decoding the row group from
     its start again (pyarrow cannot seek to a row), so a worker decodes each large row group
-    about once however many mini-batches it is cut into."""
+    about once however many mini-batches it is cut into.  The file stays open for the next
+    row group of the same file (its footer is parsed once)."""
 
     _lock = threading.Lock()
     _current: _RowCursor | None = None
 
-    def __init__(self, key: tuple, s: TabularSlice):
-        self.key, self.pos, self.pending, self.files = key, 0, None, ExitStack()
-        self.pf = self.files.enter_context(_parquet_file(s.path))
+    def __init__(self, key: tuple, s: TabularSlice, previous: _RowCursor | None = None):
+        self.key, self.pos, self.pending = key, 0, None
+        if previous is not None and previous.key[0] == key[0]:
+            self.files, self.pf = previous.files, previous.pf
+        else:
+            if previous is not None:
+                previous.files.close()
+            self.files = ExitStack()
+            self.pf = self.files.enter_context(_parquet_file(s.path))
         size = max(1024, min(s.stop - s.start, _SCAN_ROWS))
         self.batches = self.pf.iter_batches(size, row_groups=[s.row_group],
                                             columns=list(key[2]) if key[2] else None)
@@ -362,10 +369,8 @@ class _RowCursor:
         with cls._lock:
             cursor = cls._current
             if cursor is None or cursor.key != key or cursor.pos > s.start:
-                if cursor is not None:
-                    cursor.files.close()
                 cls._current = None
-                cursor = cls._current = cls(key, s)
+                cursor = cls._current = cls(key, s, cursor)
             try:
                 return cursor.take(s.start, s.stop)
             except BaseException:

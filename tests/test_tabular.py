@@ -226,6 +226,23 @@ def test_parquet_row_ranges_resume_instead_of_decoding_again(tmp_path, monkeypat
     assert pd.concat(backwards[::-1]).s.tolist() == frame.s[:slices[2].stop].tolist()
 
 
+def test_parquet_row_ranges_of_one_file_share_one_open_file(tmp_path, monkeypatch):
+    path, other = tmp_path / "groups.parquet", tmp_path / "other.parquet"
+    frame = _write_parquet(path, 6000, 1000)
+    _write_parquet(other, 2000, 2000)
+    slices, elsewhere = _slices(path, "parquet", 5_000), _slices(other, "parquet", 5_000)[1]
+    assert len({s.row_group for s in slices}) == 6 and all(s.unit == "rows" for s in slices)
+    opened = []
+    real = tabular._parquet_file
+    monkeypatch.setattr(tabular, "_parquet_file", lambda p: opened.append(p) or real(p))
+    got = [read_slice(s, {}) for s in slices[1::2] + slices[::2]]  # every group, twice
+    assert opened == [str(path)]
+    assert sorted(pd.concat(got).id) == list(range(6000))
+    assert len(read_slice(elsewhere, {})) == elsewhere.nrows
+    assert read_slice(slices[0], {}).equals(frame.iloc[:slices[0].stop])
+    assert opened == [str(path), str(other), str(path)]
+
+
 def test_truncated_parquet_fails_only_its_mini_batch(tmp_path):
     path = tmp_path / "cut.parquet"
     _write_parquet(path, 1000, 100)
