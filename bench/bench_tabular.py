@@ -2,16 +2,22 @@
 
     .venv/bin/python bench/bench_tabular.py [--gb 1.0] [--ranks 2] [--formats csv,parquet]
                                             [--mini-batch-size 8MB] [--repeat 1]
+                                            [--peers pandas,pandas-pyarrow]
 
 Generates (once, cached under ``$TMPDIR/prs-mpi-bench-tabular``) at least ``--gb`` GB of CSV and of
 Parquet holding an ``id`` and 16 float features, then, per format, scores every row with a
 linear numpy model and writes ``id,score`` rows as CSV: once with a plain pandas loop in one
-process (``read_csv``/``iter_batches`` in chunks of the same size as the mini-batches), once
-with ``mpiexec -n RANKS prs-mpi job.toml`` (``append_row`` output).  Both run with BLAS and
-Arrow on one thread, after the files were read once (warm page cache), and wall-clock times
-include start-up.  The outputs are checked against each other (row count and score sum), then
-GB/s of input (bytes on disk), CPU seconds (the contender and all its descendants) and the
-wall-clock ratio are printed, with the load average: on a shared machine, compare CPU seconds too.
+process (``read_csv``/``iter_batches`` in chunks of the same size as the mini-batches, written
+with ``to_csv``), once with ``mpiexec -n RANKS prs-mpi job.toml`` (``append_row`` output).  Both
+run with BLAS and Arrow on one thread, after the files were read once (warm page cache), and
+wall-clock times include start-up.  More peers (``--peers``): ``pandas-pyarrow`` (CSV only) reads
+each file whole with ``read_csv(engine="pyarrow")`` and Arrow's thread pool on every core
+(pandas' pyarrow engine reads no chunks); ``pandas-numeric`` is the pandas loop writing its rows
+with prs-mpi's numeric CSV encoder (``prs_mpi.framecsv``: the bytes of ``to_csv``, about twice
+as fast), so prs-mpi's speed-up over it is the parallel part alone.  The outputs are checked
+against each other (row count and score sum), then GB/s of input (bytes on disk), CPU seconds
+(the contender and all its descendants) and prs-mpi's wall-clock speed-up over each peer are
+printed, with the load average: on a shared machine, compare CPU seconds too.
 
 This file is also the prs-mpi jobs' entry script (``init``/``run`` below).
 """
@@ -26,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -105,23 +112,38 @@ def make_data(fmt: str, gb: float, files: int) -> list[Path]:
 # ---------------------------------------------------------------------------- contenders
 
 
-def baseline(fmt: str, paths: list[Path], batch_bytes: int, out: Path) -> None:
-    """The single-process pandas loop (run in a child process: ``--baseline``)."""
+def baseline(mode: str, paths: list[Path], batch_bytes: int, out: Path) -> None:
+    """The single-process pandas loop (run in a child process: ``--baseline``).  ``mode`` is
+    the format, "csv-pyarrow" (each CSV file read whole by pandas' pyarrow engine), or the
+    format + "-numeric" (rows written by prs-mpi's own CSV encoder instead of ``to_csv``)."""
+    out.unlink(missing_ok=True)
+    fmt, numeric = mode.removesuffix("-numeric"), mode.endswith("-numeric")
+    with open(out, "wb") as f:
+        for n, chunk in enumerate(c for path in paths for c in _chunks(fmt, path, batch_bytes)):
+            scores = score(chunk)
+            if numeric:
+                from prs_mpi.framecsv import numeric_body
+
+                f.write(scores.iloc[:0].to_csv(index=False).encode() if n == 0 else b"")
+                f.write(numeric_body(scores))
+            else:
+                scores.to_csv(f, header=n == 0, index=False)
+
+
+def _chunks(fmt: str, path: Path, batch_bytes: int) -> Iterable[pd.DataFrame]:
+    """DataFrames of about ``batch_bytes`` of ``path`` (a whole file for "csv-pyarrow")."""
     import pyarrow.parquet as pq
 
-    out.unlink(missing_ok=True)
-    header = True
-    for path in paths:
-        if fmt == "csv":
-            rows = max(1, batch_bytes // _csv_row_bytes(path))
-            chunks = pd.read_csv(path, chunksize=rows)
-        else:
-            pf = pq.ParquetFile(path)
-            rows = max(1, int(batch_bytes / (path.stat().st_size / pf.metadata.num_rows)))
-            chunks = (batch.to_pandas() for batch in pf.iter_batches(batch_size=rows))
-        for chunk in chunks:
-            score(chunk).to_csv(out, mode="a", header=header, index=False)
-            header = False
+    if fmt == "csv-pyarrow":
+        import pyarrow
+
+        pyarrow.set_cpu_count(os.cpu_count() or 1)
+        return [pd.read_csv(path, engine="pyarrow")]
+    if fmt == "csv":
+        return pd.read_csv(path, chunksize=max(1, batch_bytes // _csv_row_bytes(path)))
+    pf = pq.ParquetFile(path)
+    rows = max(1, int(batch_bytes / (path.stat().st_size / pf.metadata.num_rows)))
+    return (batch.to_pandas() for batch in pf.iter_batches(batch_size=rows))
 
 
 def _csv_row_bytes(path: Path) -> int:
@@ -130,11 +152,14 @@ def _csv_row_bytes(path: Path) -> int:
     return max(1, len(sample) // max(1, sample.count(b"\n")))
 
 
-def timed(cmd: list[str]) -> tuple[subprocess.CompletedProcess, float, float]:
-    """Run ``cmd``; (result, wall seconds, CPU seconds of it and all its descendants)."""
+def timed(cmd: list[str], threads: dict | None = None
+          ) -> tuple[subprocess.CompletedProcess, float, float]:
+    """Run ``cmd`` with ``threads`` (default: one thread everywhere) in its environment;
+    (result, wall seconds, CPU seconds of it and all its descendants)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    proc = subprocess.run(cmd, env={**os.environ, **ONE_THREAD}, capture_output=True, text=True)
+    env = {**os.environ, **(ONE_THREAD if threads is None else threads)}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
@@ -143,10 +168,17 @@ def timed(cmd: list[str]) -> tuple[subprocess.CompletedProcess, float, float]:
     return proc, wall, cpu
 
 
-def run_baseline(fmt: str, paths: list[Path], batch_bytes: int) -> tuple[float, float, Path]:
-    out = WORK / f"baseline-{fmt}.csv"
-    _, wall, cpu = timed([sys.executable, __file__, "--baseline", fmt, "--batch-bytes",
-                          str(batch_bytes), "--out", str(out), *map(str, paths)])
+# peer: its --baseline mode; pandas-numeric isolates the parallel speed-up from prs-mpi's encoder
+PEERS = {"pandas": "{fmt}", "pandas-pyarrow": "{fmt}-pyarrow", "pandas-numeric": "{fmt}-numeric"}
+
+
+def run_baseline(mode: str, paths: list[Path], batch_bytes: int) -> tuple[float, float, Path]:
+    """One peer, ``mode`` as ``--baseline`` takes it; the pyarrow reader keeps all its threads."""
+    out = WORK / f"baseline-{mode}.csv"
+    threads = {k: v for k, v in ONE_THREAD.items() if "ARROW" not in k and "OMP" not in k}
+    _, wall, cpu = timed([sys.executable, __file__, "--baseline", mode, "--batch-bytes",
+                          str(batch_bytes), "--out", str(out), *map(str, paths)],
+                         threads if mode.endswith("-pyarrow") else None)
     return wall, cpu, out
 
 
@@ -204,6 +236,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--formats", default="csv,parquet")
     parser.add_argument("--mini-batch-size", default="8MB")
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--peers", default="pandas,pandas-pyarrow",
+                        help="single-process peers: pandas, pandas-pyarrow (CSV only), "
+                        "pandas-numeric (written by prs-mpi's CSV encoder, not to_csv)")
     parser.add_argument("--baseline", help=argparse.SUPPRESS)
     parser.add_argument("--batch-bytes", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -212,26 +247,38 @@ def main(argv: list[str] | None = None) -> None:
     if args.baseline:
         return baseline(args.baseline, [Path(p) for p in args.paths], args.batch_bytes,
                         Path(args.out))
-    from prs_mpi.config import parse_size
-
-    batch_bytes = parse_size(args.mini_batch_size)
+    unknown = set(args.peers.split(",")) - set(PEERS)
+    if unknown:
+        parser.error(f"unknown peers {sorted(unknown)}; choose from {', '.join(PEERS)}")
     print(f"ranks={args.ranks} mini_batch_size={args.mini_batch_size} cores={os.cpu_count()} "
-          f"load={os.getloadavg()[0]:.1f}\n{'format':8} {'GB':>5} {'pandas s':>8} {'GB/s':>6} "
-          f"{'cpu s':>6} {'prs-mpi s':>9} {'GB/s':>6} {'cpu s':>6} {'ratio':>5}", flush=True)
+          f"load={os.getloadavg()[0]:.1f}\n{'format':8} {'GB':>5} {'contender':16} {'s':>6} "
+          f"{'GB/s':>6} {'cpu s':>6} {'prs-mpi speed-up':>16}", flush=True)
     for fmt in args.formats.split(","):
         paths = make_data(fmt, args.gb, args.files)
-        size = sum(p.stat().st_size for p in paths) / 1e9
+        peers = [p for p in args.peers.split(",") if fmt == "csv" or p != "pandas-pyarrow"]
         warm(paths)
         for _ in range(args.repeat):
-            base_s, base_cpu, base_out = run_baseline(fmt, paths, batch_bytes)
-            prs_s, prs_cpu, prs_out = run_prs(fmt, paths, args.ranks, args.mini_batch_size)
-            (rows_a, sum_a), (rows_b, sum_b) = checksum(base_out), checksum(prs_out)
-            if rows_a != rows_b or not np.isclose(sum_a, sum_b, rtol=1e-9, atol=1e-6):
-                raise SystemExit(f"{fmt}: outputs differ: pandas {rows_a} rows sum {sum_a}, "
-                                 f"prs-mpi {rows_b} rows sum {sum_b}")
-            print(f"{fmt:8} {size:5.2f} {base_s:8.1f} {size / base_s:6.3f} {base_cpu:6.1f} "
-                  f"{prs_s:9.1f} {size / prs_s:6.3f} {prs_cpu:6.1f} {base_s / prs_s:5.2f}  "
-                  f"({rows_a:,} rows checked; load {os.getloadavg()[0]:.1f})", flush=True)
+            compare(fmt, paths, peers, args)
+
+
+def compare(fmt: str, paths: list[Path], peers: list[str], args) -> None:
+    """One repetition: every peer, then prs-mpi; outputs checked, one line per contender."""
+    from prs_mpi.config import parse_size
+
+    size = sum(p.stat().st_size for p in paths) / 1e9
+    runs = {peer: run_baseline(PEERS[peer].format(fmt=fmt), paths, parse_size(args.mini_batch_size))
+            for peer in peers}
+    prs = runs[f"prs-mpi x{args.ranks}"] = run_prs(fmt, paths, args.ranks, args.mini_batch_size)
+    rows, total = checksum(prs[2])
+    for name, (_, _, out) in runs.items():
+        other_rows, other_total = checksum(out)
+        if other_rows != rows or not np.isclose(other_total, total, rtol=1e-9, atol=1e-6):
+            raise SystemExit(f"{fmt}: outputs differ: {name} {other_rows} rows sum {other_total}, "
+                             f"prs-mpi {rows} rows sum {total}")
+    for name, (wall, cpu, _) in runs.items():
+        speedup = f"{wall / prs[0]:16.2f}" if name in peers else f"{'':16}  ({rows:,} rows checked)"
+        print(f"{fmt:8} {size:5.2f} {name:16} {wall:6.1f} {size / wall:6.3f} {cpu:6.1f} "
+              f"{speedup}  load {os.getloadavg()[0]:.1f}", flush=True)
 
 
 if __name__ == "__main__":

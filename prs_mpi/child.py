@@ -217,9 +217,10 @@ def encode_frame(df: Any, fmt: str) -> tuple[bytes, bytes | None]:
     if fmt == "jsonl":
         text = df.to_json(orient="records", lines=True, date_format="iso", default_handler=str)
         return (text if text.endswith("\n") else text + "\n").encode(), None
-    body = df.to_csv(index=False, header=False, lineterminator="\n")
+    from .framecsv import numeric_body
+    body = numeric_body(df) or df.to_csv(index=False, header=False, lineterminator="\n").encode()
     header = df.iloc[:0].to_csv(index=False, header=True, lineterminator="\n")
-    return body.encode(), header.encode()
+    return body, header.encode()
 
 
 def _positional_params(func: Any) -> int:

@@ -1,6 +1,8 @@
-"""CSV/JSONL split points: the first record start at or after a byte offset, read near it only."""
+"""CSV/JSONL split points (the first record start at or after a byte offset, read near it only)
+and the stream a byte-range slice is parsed from."""
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -164,3 +166,50 @@ def _irregular(state: int, c: int, d: Dialect) -> bool:
         return c == d.quote
     return state == _QUOTE_END and c not in (d.quote, d.delimiter, d.newline, 13)
 
+
+
+class RangeReader(io.RawIOBase):
+    """``prefix`` (a slice's header records), then bytes [start, stop) of the open binary file
+    ``f`` (to its end when ``stop`` is None), as one read-only stream.  The parser pulls it in
+    its own buffer-sized reads, so a slice is never copied whole into memory."""
+
+    def __init__(self, prefix: bytes, f, start: int, stop: int | None):
+        super().__init__()
+        self._prefix, self._f = prefix, f
+        self._left = None if stop is None else max(0, stop - start)
+        f.seek(start)
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            return self.readall()
+        out, self._prefix = self._prefix[:size], self._prefix[size:]
+        size = size - len(out) if self._left is None else min(size - len(out), self._left)
+        if size:
+            rest = self._f.read(size)
+            out = out + rest if out else rest
+            if self._left is not None:
+                self._left -= len(rest)
+        return out
+
+    def readall(self) -> bytes:
+        rest = self._f.read(-1 if self._left is None else self._left)
+        out, self._prefix, self._left = self._prefix + rest, b"", 0
+        return out
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        memoryview(buffer).cast("B")[:len(data)] = data
+        return len(data)
+
+    def blank(self) -> bool:
+        """Whether the rest of the stream is only whitespace; what was read is read again."""
+        seen: list[bytes] = []
+        while chunk := self.read(_CHUNK):
+            seen.append(chunk)
+            if chunk.strip():
+                break
+        self._prefix = b"".join(seen) + self._prefix
+        return not seen or not seen[-1].strip()

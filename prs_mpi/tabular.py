@@ -41,9 +41,8 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # numpy and pandas are imported where used: ranks that only slice need neither
+    import numpy as np
     import pandas as pd
 
 from prs_mpi import csvsplit
@@ -274,13 +273,24 @@ def _read_text(s: TabularSlice, options: Mapping) -> pd.DataFrame:
     with open_binary(s.path) as f:
         if "compression" in opts:  # never split: parse the whole stream
             return _parse(read, f, opts, s.filter)
-        data = csvsplit.read_at(f, s.start, (s.stop - s.start) if s.stop >= 0 else -1)
-        if s.start > 0 and s.format == "csv":
-            d = _dialect(s.path, s.format, options)
-            data = csvsplit.read_at(f, 0, csvsplit.header_end(f, s.start, d)) + data
-    if not data.strip():
-        return pd.DataFrame()
-    return _parse(read, io.BytesIO(data), opts, s.filter)
+        source = _range_stream(f, s, options)
+        if source.blank():
+            return pd.DataFrame()
+        return _parse(read, source, opts, s.filter)
+
+
+def _range_stream(f, s: TabularSlice, options: Mapping) -> csvsplit.RangeReader:
+    """The bytes of ``s``, after the file's header records when ``s`` starts past them: streamed
+    from a local file, fetched in one request from a URL (whose reads are not buffered)."""
+    head = b""
+    if s.start > 0 and s.format == "csv":
+        d = _dialect(s.path, s.format, options)
+        head = csvsplit.read_at(f, 0, csvsplit.header_end(f, s.start, d))
+    stop = s.stop if s.stop >= 0 else None
+    if is_url(s.path):
+        body = csvsplit.read_at(f, s.start, -1 if stop is None else stop - s.start)
+        return csvsplit.RangeReader(head, io.BytesIO(body), 0, None)
+    return csvsplit.RangeReader(head, f, s.start, stop)
 
 
 def _parse(read, source, opts: dict, condition) -> pd.DataFrame:
@@ -334,14 +344,21 @@ class _RowCursor:
     """One Parquet row group's batch iterator, kept open in this process between reads: a row
     range at or after the previous one resumes there instead of decoding the row group from
     its start again (pyarrow cannot seek to a row), so a worker decodes each large row group
-    about once however many mini-batches it is cut into."""
+    about once however many mini-batches it is cut into.  The file stays open for the next
+    row group of the same file (its footer is parsed once)."""
 
     _lock = threading.Lock()
     _current: _RowCursor | None = None
 
-    def __init__(self, key: tuple, s: TabularSlice):
-        self.key, self.pos, self.pending, self.files = key, 0, None, ExitStack()
-        self.pf = self.files.enter_context(_parquet_file(s.path))
+    def __init__(self, key: tuple, s: TabularSlice, previous: _RowCursor | None = None):
+        self.key, self.pos, self.pending = key, 0, None
+        if previous is not None and previous.key[0] == key[0]:
+            self.files, self.pf = previous.files, previous.pf
+        else:
+            if previous is not None:
+                previous.files.close()
+            self.files = ExitStack()
+            self.pf = self.files.enter_context(_parquet_file(s.path))
         size = max(1024, min(s.stop - s.start, _SCAN_ROWS))
         self.batches = self.pf.iter_batches(size, row_groups=[s.row_group],
                                             columns=list(key[2]) if key[2] else None)
@@ -352,10 +369,8 @@ class _RowCursor:
         with cls._lock:
             cursor = cls._current
             if cursor is None or cursor.key != key or cursor.pos > s.start:
-                if cursor is not None:
-                    cursor.files.close()
                 cls._current = None
-                cursor = cls._current = cls(key, s)
+                cursor = cls._current = cls(key, s, cursor)
             try:
                 return cursor.take(s.start, s.stop)
             except BaseException:
@@ -437,6 +452,8 @@ def _hdf5_frame(ds, start: int, stop: int, columns=None) -> pd.DataFrame:
 
 def _decode(values: np.ndarray) -> np.ndarray:
     """UTF-8 text for HDF5 byte strings (fixed length 'S', or variable length objects)."""
+    import numpy as np
+
     if values.dtype.kind == "S":
         return np.char.decode(values, "utf-8")
     if values.dtype.kind == "O" and values.size and isinstance(values.flat[0], bytes):
@@ -533,6 +550,7 @@ def _key_frames(path: str, fmt: str, keys: list[str], options: Mapping) -> Itera
 
 def _plain(value):
     """Python scalar for a key value; missing values become None."""
+    import numpy as np
     import pandas as pd
 
     if value is None or (np.ndim(value) == 0 and not isinstance(value, (str, bytes))

@@ -226,6 +226,23 @@ def test_parquet_row_ranges_resume_instead_of_decoding_again(tmp_path, monkeypat
     assert pd.concat(backwards[::-1]).s.tolist() == frame.s[:slices[2].stop].tolist()
 
 
+def test_parquet_row_ranges_of_one_file_share_one_open_file(tmp_path, monkeypatch):
+    path, other = tmp_path / "groups.parquet", tmp_path / "other.parquet"
+    frame = _write_parquet(path, 6000, 1000)
+    _write_parquet(other, 2000, 2000)
+    slices, elsewhere = _slices(path, "parquet", 5_000), _slices(other, "parquet", 5_000)[1]
+    assert len({s.row_group for s in slices}) == 6 and all(s.unit == "rows" for s in slices)
+    opened = []
+    real = tabular._parquet_file
+    monkeypatch.setattr(tabular, "_parquet_file", lambda p: opened.append(p) or real(p))
+    got = [read_slice(s, {}) for s in slices[1::2] + slices[::2]]  # every group, twice
+    assert opened == [str(path)]
+    assert sorted(pd.concat(got).id) == list(range(6000))
+    assert len(read_slice(elsewhere, {})) == elsewhere.nrows
+    assert read_slice(slices[0], {}).equals(frame.iloc[:slices[0].stop])
+    assert opened == [str(path), str(other), str(path)]
+
+
 def test_truncated_parquet_fails_only_its_mini_batch(tmp_path):
     path = tmp_path / "cut.parquet"
     _write_parquet(path, 1000, 100)
@@ -392,15 +409,66 @@ def test_slice_describe_redacts_credentials():
     assert "sig=abc" not in str(info.value) and "x.csv" in str(info.value)
 
 
-def test_read_slice_from_bytes_only_reads_its_range(tmp_path, monkeypatch):
+def test_read_slice_streams_only_its_range(tmp_path, monkeypatch):
     path = tmp_path / "r.csv"
-    path.write_text("a\n" + "1\n" * 100_000)
-    slices = _slices(path, "csv", 10_000)
+    path.write_text("a\n" + "1\n" * 1_000_000)
+    slices = _slices(path, "csv", 600_000)
     reads = []
-    original = csvsplit.read_at
-    monkeypatch.setattr(csvsplit, "read_at", lambda f, pos, n: reads.append(n) or original(f, pos, n))
-    assert len(read_slice(slices[5], {})) > 4000
-    assert sum(n for n in reads if n > 0) < 10_000 + 2 * csvsplit._CHUNK
+
+    class Counting:
+        def __init__(self, f):
+            self.f = f
+
+        def read(self, n=-1):
+            data = self.f.read(n)
+            reads.append(len(data))
+            return data
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    original = tabular.open_binary
+    monkeypatch.setattr(tabular, "open_binary", lambda *a, **k: Counting(original(*a, **k)))
+    s = slices[2]
+    assert len(read_slice(s, {})) == (s.stop - s.start) // 2
+    assert s.stop - s.start <= sum(reads) < s.stop - s.start + 2 * csvsplit._CHUNK
+    assert max(reads) < (s.stop - s.start) // 2  # parsed as it streams, never held whole
+
+
+def test_range_reader_prefix_range_and_blank_check(tmp_path):
+    path = tmp_path / "b.bin"
+    path.write_bytes(b"0123456789" + b" \n" * 50_000 + b"x\n")
+    with open(path, "rb") as f:
+        r = csvsplit.RangeReader(b"HEAD", f, 2, 8)
+        assert not r.blank() and r.read(3) == b"HEA" and r.read(100) == b"D234567"
+        assert r.read(5) == b"" and r.read() == b""
+        r = csvsplit.RangeReader(b"", f, 10, 10 + 100_000)
+        assert r.blank() and r.read() == b" \n" * 50_000  # all of it read back
+        r = csvsplit.RangeReader(b"\n", f, 10, None)
+        buffer = bytearray(4)
+        assert not r.blank() and r.readinto(buffer) == 4 and buffer == b"\n \n "
+        assert r.read().endswith(b" \nx\n")
+
+
+def test_csv_slices_with_blank_runs_encoding_and_no_trailing_newline(tmp_path):
+    path = tmp_path / "l.csv"
+    rows = "".join(f"{i},caf\u00e9 {i}\n" for i in range(3000))
+    path.write_bytes(("k,name\n" + "\n" * 70_000 + rows).rstrip("\n").encode("latin-1"))
+    options = {"encoding": "latin-1"}
+    slices = _slices(path, "csv", 20_000, options)
+    frames = [read_slice(s, options) for s in slices]
+    assert frames[0].empty and list(frames[0].columns) == ["k", "name"]
+    got = pd.concat(frames, ignore_index=True)
+    assert got.k.tolist() == list(range(3000)) and got.name[2999] == "caf\u00e9 2999"
+    blank = tmp_path / "blank.csv"
+    blank.write_text(" \n" * 50_000)
+    assert all(read_slice(s, {}).empty for s in _slices(blank, "csv", 30_000))
 
 
 def _cfg(job_dir, paths, fmt=None, keys=(), options=None, size=4096):
