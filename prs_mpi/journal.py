@@ -2,7 +2,11 @@
 
 A mini-batch is done once a `commit` record naming it is in the journal; the record is written
 only after the worker reported its bytes written at [offset, offset + length). Records are single
-`write()`s to an O_APPEND file; a torn last line (kill -9 mid-write) is ignored on reading.
+`write()`s to an O_APPEND file; a torn last line (kill -9 mid-write) is ignored on reading. Commit
+records of one rank-0 loop pass are written together by `flush()` at the end of the pass (every
+other record writes them first): one system call per pass, not per mini-batch. Until then the
+mini-batches are not done: a job that dies in between runs them again on resume, as it would
+had it died a moment before their Commit arrived.
 """
 from __future__ import annotations
 
@@ -20,10 +24,22 @@ class Journal:
         self.path = os.path.join(state_dir, JOURNAL_NAME)
         self.fsync = fsync
         self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self.pending: list[bytes] = []       # commit lines of this loop pass, not yet written
+        if _torn_tail(self.path):            # an earlier run died mid-write: end its torn line, so
+            os.write(self.fd, b"\n")          # that it does not swallow this run's first record
 
     def _write(self, record: dict[str, Any]) -> None:
-        line = (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
-        os.write(self.fd, line)
+        self.pending.append((json.dumps(record, separators=(",", ":"), default=str) + "\n").encode())
+        self.flush()
+
+    def flush(self) -> None:
+        """Write the held records in one write() (then fsync if asked)."""
+        if not self.pending:
+            return
+        data = b"".join(self.pending)
+        self.pending = []
+        while data:                       # a regular file takes it whole; a short write is retried
+            data = data[os.write(self.fd, data):]
         if self.fsync:
             os.fsync(self.fd)
 
@@ -35,10 +51,9 @@ class Journal:
 
         The line is the one `json.dumps` would write, formatted directly (one per mini-batch at
         rank 0: json.dumps was a third of its book-keeping); `commit_line` says why that is exact.
+        Held until `flush()`, which the dispatcher calls at the end of each loop pass.
         """
-        os.write(self.fd, commit_line(offset, length, header, batches))
-        if self.fsync:
-            os.fsync(self.fd)
+        self.pending.append(commit_line(offset, length, header, batches))
 
     def failed(self, batch_id: int, attempt: int, nitems: int, digest: str, error: str) -> None:
         self._write({"t": "failed", "id": batch_id, "attempt": attempt, "n": nitems, "d": digest,
@@ -52,8 +67,18 @@ class Journal:
 
     def close(self) -> None:
         if self.fd >= 0:
+            self.flush()
             os.close(self.fd)
             self.fd = -1
+
+
+def _torn_tail(path: str) -> bool:
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() == 0:
+            return False
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) != b"\n"
 
 
 def commit_line(offset: int, length: int, header: int, batches: list[tuple]) -> bytes:

@@ -13,7 +13,7 @@ import logging
 import time
 from typing import Any, Iterator, Sequence
 
-from .protocol import Bundle, Goodbye, Request
+from .protocol import Bundle, Goodbye, Report, Request
 
 log = logging.getLogger(__name__)
 AUTO_GROUP = 64          # "auto": at most this many ranks of one node per leader
@@ -78,13 +78,13 @@ class Router:
         if not self.up:
             self.up_since = time.monotonic()
         self.up.append((src, msg))
-        self.urgent |= isinstance(msg, Request)
+        self.urgent |= type(msg) is Request or (type(msg) is Report and msg.credits > 0)   # waits for work
         if isinstance(msg, Goodbye):
             self.goodbyes.add(src)
 
     def flush(self, force: bool = False) -> None:
         """End of a loop pass: rank 0 sends each leader its bundle; a leader sends its bundle
-        when it holds a Request, is old or is full."""
+        when it holds a request for work (a Request, a Report with credits), is old or is full."""
         if self.down:
             for lead, items in self.down.items():
                 self.channel.send(lead, Bundle(tuple(items)))

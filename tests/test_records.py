@@ -101,3 +101,21 @@ def old_digest(spec):
 ])
 def test_digest_is_unchanged_so_old_journals_resume(spec):
     assert spec.digest() == old_digest(spec)
+
+
+def test_commits_are_written_at_flush_and_a_torn_tail_does_not_swallow_the_next_run(tmp_path):
+    j = Journal(str(tmp_path))
+    j.commit(0, 10, 0, [(0, 1, 1, 0, "aa")])
+    assert replay(str(tmp_path)).committed == {}                       # held until the pass ends
+    j.flush()
+    assert list(replay(str(tmp_path)).committed) == [0]
+    j.commit(10, 10, 0, [(1, 1, 1, 0, "bb")])
+    j.end("failed", "x")                                               # any other record writes them first
+    j.close()
+    with open(tmp_path / "journal.jsonl", "ab") as f:
+        f.write(b'{"t":"commit","off":20,"le')                         # killed mid-write
+    j = Journal(str(tmp_path))
+    j.begin("run2", "fp", "resume")
+    j.close()
+    st = replay(str(tmp_path))
+    assert list(st.committed) == [0, 1] and st.runs == 1 and st.fingerprint == "fp"
