@@ -10,7 +10,8 @@ dispatcher ``burst`` workers' Reports, then calls ``step()`` once, as the rank l
 draining its arrived messages; the last flushes' Commits come alone. Sends go to a list: the MPI
 side (receive + unpickle, pickle + isend) is measured by ``measure_costs.py``.
 
-batch_s     handler time per mini-batch (1 message in, 1 out, journal line, csv row, digest)
+batch_s     handler time per mini-batch (1 message in, 1 out, journal line, writing the csv row;
+            the worker formats the row and computes the digest, as prs_mpi.worker does)
 pass_s      one ``step()`` of a dispatcher with nothing to do, per peer count: a fixed cost per
             loop pass
 """
@@ -31,7 +32,7 @@ from prs_mpi.dataset import MiniBatchSpec  # noqa: E402
 from prs_mpi.dispatcher import Dispatcher  # noqa: E402
 from prs_mpi.journal import Journal  # noqa: E402
 from prs_mpi.protocol import Assign, Attempt, Commit, Offset, Report, Request  # noqa: E402
-from prs_mpi.runlog import AttemptLog  # noqa: E402
+from prs_mpi.runlog import AttemptLog, committed_rows  # noqa: E402
 from prs_mpi.summary import Accounting  # noqa: E402
 
 IN_PER_BATCH, OUT_PER_BATCH = 1, 1     # Report (carrying credits and a Commit) | Offset (carrying an Assign)
@@ -62,16 +63,26 @@ def make(tmp: str, peers: int, items: int) -> tuple[Dispatcher, list]:
 
 
 def attempt(spec: MiniBatchSpec, n: int, rank: int) -> Attempt:
+    """What a worker reports, with the digest it computes for rank 0 (prs_mpi.worker)."""
     now = time.time()
     return Attempt(spec.id, n, rank, f"node{rank // 64:04d}", 1000 + rank, spec.nitems, spec.nitems, 0,
-                   now - 0.2, now, 0.2, 0.001, "ok", None, 120 * spec.nitems)
+                   now - 0.2, now, 0.2, 0.001, "ok", None, 120 * spec.nitems, 0.0, spec.digest())
 
 
-def reports(ranks: list[int], held: dict[int, MiniBatchSpec], flush: int) -> list:
+def commit(flush: int, a: Attempt) -> Commit:
+    """The Commit a worker sends for flush ``flush`` (its csv row formatted there)."""
+    return Commit(flush, 0.0001, committed_rows([a], 0.0001))
+
+
+def reports(ranks: list[int], held: dict[int, MiniBatchSpec], flush: int, last: dict[int, Attempt]) -> list:
     """One pass: every rank of ``ranks`` reports the mini-batch it holds, asks for the next and
-    commits its previous flush. Built before the clock starts."""
-    return [(r, Report(flush, (attempt(held[r], 1, r),), 120 * held[r].nitems, None, 1,
-                       Commit(flush - 1, 0.0001) if flush else None)) for r in ranks]
+    commits its previous flush (``last``: its attempt). Built before the clock starts."""
+    out = []
+    for r in ranks:
+        a = attempt(held[r], 1, r)
+        out.append((r, Report(flush, (a,), a.nbytes, None, 1, commit(flush - 1, last[r]) if flush else None)))
+        last[r] = a
+    return out
 
 
 def dealt(sent: list) -> dict[int, MiniBatchSpec]:
@@ -104,17 +115,17 @@ def per_batch(peers: int, items: int, burst: int, rounds: int) -> float:
         held = dealt(sent)
         sent.clear()
         groups = [ranks[i:i + burst] for i in range(0, len(ranks), burst)]
-        took, n = 0.0, 0
+        took, n, last = 0.0, 0, {}
         for flush in range(rounds):
             for g in groups:
-                took += timed_pass(d, reports(g, held, flush))
+                took += timed_pass(d, reports(g, held, flush, last))
                 n += len(g)
                 got = dealt(sent)
                 assert all(type(m) is Offset and m.assign for _, m in sent) and sorted(got) == g, \
                     "expected one Offset carrying the next mini-batch per Report"
                 held.update(got)
                 sent.clear()
-        took += timed_pass(d, [(r, Commit(rounds - 1, 0.0001)) for r in ranks])
+        took += timed_pass(d, [(r, commit(rounds - 1, last[r])) for r in ranks])
         assert d.acc.batches_ok == n and not d.flushes, "the cycle lost a mini-batch"
         d.journal.close()
         d.attempts_log.close()

@@ -257,7 +257,7 @@ class Dispatcher:
             self._want(peer, msg.credits)
             peer.ready = True
         if msg.nbytes == 0:
-            self._commit(ok, 0, 0, 0.0)
+            self._commit(ok, 0, 0, 0.0, 0, None)
             return
         header = b""
         if msg.header is not None and not self.header_written:
@@ -270,19 +270,19 @@ class Dispatcher:
 
     def _on_commit(self, peer: Peer, msg: Commit) -> None:
         ok, offset, length, header = self.flushes.pop((peer.rank, msg.flush_id))
-        self._commit(ok, offset, length, msg.write_seconds, header)
+        self._commit(ok, offset, length, msg.write_seconds, header, msg.rows)
 
-    def _commit(self, ok: list[Attempt], offset: int, length: int, write_seconds: float, header: int = 0) -> None:
+    def _commit(self, ok: list[Attempt], offset: int, length: int, write_seconds: float, header: int,
+                csv_rows: str | None) -> None:
         """Journal the attempts whose bytes are in [offset, offset + length) as done."""
         if not ok:
             return
-        total = sum(a.nbytes for a in ok) or 1
+        self.attempts_log.committed(ok, write_seconds, csv_rows)
         rows = []
         for a in ok:
-            self.attempts_log.attempt(a, write_seconds * a.nbytes / total)
             self.acc.committed(a.succeeded, a.failed)
             p = self.tracked.pop(a.batch_id)
-            rows.append((a.batch_id, a.attempt, a.succeeded, a.failed, p.spec.digest()))
+            rows.append((a.batch_id, a.attempt, a.succeeded, a.failed, a.digest or p.spec.digest()))
         self.journal.commit(offset, length, header, rows)
 
     def _attempt_failed(self, a: Attempt) -> None:

@@ -112,6 +112,7 @@ class Attempt(Compact):
     error: str | None = None       # full traceback / reason, for job_error.txt
     nbytes: int = 0                # bytes of output rows this attempt adds to the flush
     write_seconds: float = 0.0
+    digest: str = ""               # MiniBatchSpec.digest(), computed by the worker for rank 0
 
     def __post_init__(self) -> None:
         self.status = str(self.status)
@@ -149,6 +150,8 @@ class Revoked:
 class Commit(Compact):
     flush_id: int
     write_seconds: float
+    rows: str | None = None        # the flush's processed_mini_batches.csv rows (runlog.committed_rows),
+                                   # formatted by the worker to spare rank 0
 
 
 @dataclass(slots=True)

@@ -17,6 +17,7 @@ from typing import Any
 
 from .protocol import (Assign, Attempt, Commit, Goodbye, InitFailed, Leaving, Offset, Report, Request, Revoke, Revoked,
                        Status, Stop, SUCCEEDED)
+from .runlog import committed_rows
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +202,7 @@ class Worker:
                       nitems=result.nitems, succeeded=result.succeeded,
                       failed=(result.nitems - result.succeeded) if result.status in SUCCEEDED else result.nitems,
                       start=start, end=end, run_seconds=result.run_seconds, input_seconds=result.input_seconds,
-                      status=result.status, error=result.error, nbytes=len(result.data))
+                      status=result.status, error=result.error, nbytes=len(result.data), digest=batch.digest())
         self.stats["batches"] += 1
         self.stats["busy_seconds"] += end - start
         self.mean_run = (end - start) if self.mean_run == 0 else 0.8 * self.mean_run + 0.2 * (end - start)
@@ -270,7 +271,7 @@ class Worker:
         self.stats["bytes_written"] += sum(len(c) for c in chunks)
         self.stats["write_seconds"] += seconds
         self.inflight = None
-        self.commit_due = Commit(msg.flush_id, seconds)
+        self.commit_due = Commit(msg.flush_id, seconds, committed_rows([a for a in buf.attempts if a.ok], seconds))
         self.commit_at = time.monotonic()
 
     def _send_held(self) -> bool:

@@ -29,6 +29,9 @@ class FakeLog:
     def attempt(self, a, write_seconds=0.0, status=None):
         self.rows.append(a)
 
+    def committed(self, ok, write_seconds, rows=None):
+        self.rows.extend(ok)
+
     def error(self, where, text):
         self.rows.append((where, text))
 

@@ -181,7 +181,8 @@ def test_a_whole_job_through_relays_exactly_once_with_retries_and_stealing():
     journal.commit = lambda off, length, hdr, rows: journal.rows.extend(rows)
     journal.listing = lambda *a: None
     journal.flush = lambda: None
-    attempts = SimpleNamespace(attempt=lambda *a, **k: None, error=lambda *a: None, first_error=None)
+    attempts = SimpleNamespace(attempt=lambda *a, **k: None, committed=lambda *a: None, error=lambda *a: None,
+                               first_error=None)
     specs = iter(MiniBatchSpec(id=i, items=(f"f{i}",), nitems=1) for i in range(40))
     d = Dispatcher(SimpleNamespace(run_max_try=3), specs, {r: "h" for r in range(1, 6)}, rt[0].send,
                    journal, attempts, Accounting())

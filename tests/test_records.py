@@ -119,3 +119,17 @@ def test_commits_are_written_at_flush_and_a_torn_tail_does_not_swallow_the_next_
     j.close()
     st = replay(str(tmp_path))
     assert list(st.committed) == [0, 1] and st.runs == 1 and st.fingerprint == "fp"
+
+
+def test_rows_formatted_by_the_worker_are_what_rank_0_would_write(tmp_path):
+    from prs_mpi.runlog import committed_rows
+    ok = [attempt(batch_id=1, nbytes=300), attempt(batch_id=2, nbytes=100, status="partial", error="1 item failed")]
+    a, b = AttemptLog(str(tmp_path / "a")), AttemptLog(str(tmp_path / "b"))
+    a.committed(ok, 0.4)                                   # rank 0 formats
+    b.committed(ok, 0.4, committed_rows(ok, 0.4))          # the worker did
+    a.close(), b.close()
+    rows = [(d / "logs" / "sys" / "processed_mini_batches.csv").read_text() for d in (tmp_path / "a", tmp_path / "b")]
+    assert rows[0] == rows[1]
+    shares = [float(r[12]) for r in list(csv.reader(io.StringIO(rows[0])))[1:]]
+    assert shares == [0.3, 0.1]                            # the flush's write time, shared by bytes
+    assert "1 item failed" in (tmp_path / "b" / "logs" / "job_error.txt").read_text()

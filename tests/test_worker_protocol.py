@@ -11,6 +11,7 @@ from prs_mpi import worker as worker_mod
 from prs_mpi.child import RunResult
 from prs_mpi.dataset import MiniBatchSpec
 from prs_mpi.protocol import Assign, Commit, Goodbye, Offset, Report, Request, Stop
+from prs_mpi.runlog import committed_rows
 from prs_mpi.worker import Worker
 
 
@@ -73,6 +74,11 @@ def spec(i: int) -> MiniBatchSpec:
     return MiniBatchSpec(i, (f"f{i}",), 1)
 
 
+def commit_of(report: Report, seconds: float = 0.01) -> Commit:
+    """The Commit a worker sends once `report`'s bytes are written: it carries the csv rows."""
+    return Commit(report.flush_id, seconds, committed_rows(list(report.attempts), seconds))
+
+
 def run_one(w, runner, clock, seconds=0.2):
     clock.now += seconds
     runner.finish()
@@ -88,17 +94,21 @@ def test_long_mini_batches_cost_one_message_each_way(setup):
     sent.clear()
     run_one(w, runner, clock)                      # finished, idle: Report asks for the next one
     assert sent == [Report(0, sent[0].attempts, 8, None, credits=1, commit=None)]
+    assert sent[0].attempts[0].digest == spec(0).digest()     # computed here, not at rank 0
+    first = sent[0]
     sent.clear()
     w.handle(Offset(0, 100, None, Assign((spec(1),), (1,))))
     w.step()
     assert output.writes == [(100, [b"row 000\n"])] and list(runner.submitted) == [(spec(1), 1)]
     assert sent == []                              # the Commit waits: work runs
     run_one(w, runner, clock)
-    assert sent == [Report(1, sent[0].attempts, 8, None, credits=1, commit=Commit(0, 0.01))]
+    assert sent == [Report(1, sent[0].attempts, 8, None, credits=1, commit=commit_of(first))]
+    assert sent[0].commit.rows.startswith("0,1,3,h,4242,1,1,0,1000.000000,1000.200000,")
+    second = sent[0]
     sent.clear()
     w.handle(Offset(1, 108))                       # no work came with it: idle, so commit now
     w.step()
-    assert sent == [Commit(1, 0.01)]
+    assert sent == [commit_of(second)]
 
 
 def test_a_held_commit_goes_alone_after_flush_interval(setup):
@@ -107,6 +117,7 @@ def test_a_held_commit_goes_alone_after_flush_interval(setup):
     w.handle(Assign((spec(0),), (1,)))
     w.step()
     run_one(w, runner, clock)
+    first = sent[-1]
     w.handle(Offset(0, 0, None, Assign((spec(1),), (1,))))
     w.step()
     sent.clear()
@@ -115,7 +126,7 @@ def test_a_held_commit_goes_alone_after_flush_interval(setup):
     assert sent == []
     clock.now += 0.2                               # past flush_interval, still running
     w.step()
-    assert sent == [Commit(0, 0.01)]
+    assert sent == [commit_of(first)]
 
 
 def test_stop_sends_the_held_commit_before_goodbye(setup):
@@ -124,6 +135,7 @@ def test_stop_sends_the_held_commit_before_goodbye(setup):
     w.handle(Assign((spec(0),), (1,)))
     w.step()
     run_one(w, runner, clock)
+    first = sent[-1]
     w.handle(Offset(0, 0, None, Assign((spec(1),), (1,))))
     w.step()
     sent.clear()
@@ -133,5 +145,5 @@ def test_stop_sends_the_held_commit_before_goodbye(setup):
     for _ in range(3):
         w.step()
     kinds = [type(m) for m in sent]
-    assert kinds == [Report, Commit, Goodbye] and sent[0].commit == Commit(0, 0.01)
+    assert kinds == [Report, Commit, Goodbye] and sent[0].commit == commit_of(first)
     assert sent[0].credits == 0                    # stopping: no more work asked for
