@@ -7,17 +7,18 @@ workers       as prs_mpi.worker: a mini-batch of ``LONG_RUN`` (50 ms) or more is
               (k) queued, asking for ``k - queued`` when ``b`` fit.
 rank 0        as prs_mpi.job.RankLoop: a loop pass takes every message that has arrived, handles
               them, then sends the replies; a pass costs ``c_in`` per MPI message received,
-              ``c_req`` per logical request, ``c_batch`` per descriptor dealt (all the rest of a
-              mini-batch's life at rank 0: its Started/Report/Commit received, Offset sent,
-              journal line and csv row) and ``c_out`` per MPI message sent.
-flat          each Request is one MPI message in, each Assign one out.
-hierarchical  prs_mpi.leader: ``node_size`` workers per leader. A worker's Request reaches its
+              ``c_req`` per logical request, ``c_batch`` per descriptor dealt (the dispatcher's
+              work for a mini-batch: its attempt, commit, journal line, csv row) and ``c_out``
+              per MPI message sent.
+flat          a long mini-batch is one message each way (protocol.py): the worker's Report of
+              the one it finished asks for the next (and carries the previous Commit), rank 0's
+              Offset carries the Assign. So each request is one MPI message in, one out.
+hierarchical  prs_mpi.leader: ``node_size`` workers per leader. A worker's request reaches its
               leader (``node_latency`` + ``relay_delay``, the leader's idle back-off); the leader's
-              pass costs ``leader_c`` per request (relaying all 6 messages of a mini-batch), then
+              pass costs ``leader_c`` per request (relaying the Report up, the Offset down), then
               one Bundle of the pass's requests goes to rank 0, which pays ``c_in`` once per bundle,
               ``c_req`` per request in it and ``c_out`` once per leader it replies to in a pass.
-              Rank 0 still deals every descriptor: ``c_batch`` is the per-mini-batch cost with
-              bundled (cheaper) unpickling, but the same dispatcher work.
+              Rank 0 still deals every descriptor and does the same dispatcher work (``c_batch``).
 
 Mini-batch durations are log-normal with mean ``duration`` and log-sigma ``sigma``. ``ideal``
 is the zero-cost greedy schedule of the same durations (the tail alone). Costs come from
