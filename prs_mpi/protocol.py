@@ -10,7 +10,8 @@ Flow for one worker (W) and the dispatcher (D):
     W → D  Report(flush_id, attempts, nbytes, header, credits, commit)
                                      finished attempts; nbytes > 0 asks for an output offset;
                                      `credits` asks for work as a Request would; `commit` is the
-                                     Commit of the previous flush when it was held until now
+                                     Commit of the previous flush when it was held until now;
+                                     `urgent`: the worker may run dry soon (see leaders below)
     D → W  Offset(flush_id, offset, header, assign)
                                      where to Write_at the flush (header first if set); `assign`
                                      is the Assign for the Report's credits when rank 0 has work
@@ -35,9 +36,11 @@ group has none (it talks to rank 0 directly). A worker sends its messages to its
 of rank 0; the leader (a worker itself) packs them, its own included, into
 
     L → D  Bundle(((src, msg), ...)) every logical message of its group since the last bundle,
-                                     in arrival order; sent at once when it holds a Request or
-                                     a Report with credits (a worker waits for work), else after
-                                     max_delay or max_bundle messages
+                                     in arrival order; sent at once when it holds a Request, a
+                                     Revoked or an urgent Report (a worker may wait for work),
+                                     else after max_delay or max_bundle messages. Behind a
+                                     leader a worker keeps one long mini-batch in reserve, so
+                                     that its Reports need not be urgent and bundles fill up
     D → L  Bundle(((dest, msg), ...)) what the dispatcher sent to the group in one loop pass;
                                      the leader forwards each to `dest` (or keeps its own)
 
@@ -162,6 +165,7 @@ class Report(Compact):
     header: bytes | None = None    # CSV header of DataFrame output, written once at offset 0
     credits: int = 0               # also a Request for this many mini-batches
     commit: Commit | None = None   # a held Commit of an earlier flush (handled first)
+    urgent: bool = False           # the worker may run dry soon: a leader relays it at once
 
 
 @dataclass(slots=True)

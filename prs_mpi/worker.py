@@ -26,7 +26,7 @@ MAX_PREFETCH = 64
 PIPELINE = 2                  # mini-batches handed to the runner at once: the child never waits for us
 TINY_RUN = 0.001              # mini-batches shorter than this ...
 TINY_PIPELINE = 16            # ... are handed over this many at a time, in one message
-LONG_RUN = 0.05               # mini-batches longer than this are not prefetched
+LONG_RUN = 0.05               # mini-batches longer than this are not prefetched (but see `reserve`)
 
 
 @dataclass
@@ -42,8 +42,11 @@ class Flush:
 
 class Worker:
     def __init__(self, rank: int, host: str, cfg: Any, send: Any, output: Any, runner_factory: Any,
-                 monitor: Any = None, start_log: Any = None) -> None:
+                 monitor: Any = None, start_log: Any = None, reserve: int = 0) -> None:
         self.rank, self.host, self.cfg = rank, host, cfg
+        # long mini-batches held beyond the running one: 1 behind a leader, so that the leader may
+        # hold this worker's Reports for up to leader.MAX_DELAY and send rank 0 fuller bundles
+        self.reserve = reserve
         self.send = send                      # send(msg) → rank 0
         self.output = output
         self.runner_factory = runner_factory
@@ -177,7 +180,8 @@ class Worker:
 
     def _feed_runner(self) -> bool:
         # tiny mini-batches go to the child several per message; others two at a time
-        limit = TINY_PIPELINE if 0 < self.mean_run < TINY_RUN else PIPELINE
+        # (long ones one at a time: a reserve stays in the queue, where stealing can take it back)
+        limit = TINY_PIPELINE if 0 < self.mean_run < TINY_RUN else 1 if self.mean_run >= LONG_RUN else PIPELINE
         if not self.ready or not self.queue or self.runner is None or len(self.running) >= limit:
             return False
         if self.stopping is not None and self.stopping.abort:
@@ -226,12 +230,13 @@ class Worker:
         if self.stopping is not None or self.leaving or not self.ready:
             return False
         if self.mean_run >= LONG_RUN:
-            # long mini-batches: hold none in reserve, so a long one is never stuck behind another
-            # while a worker idles; the round trip to rank 0 costs well under 2% of a mini-batch
-            if self.queue or self.requested or self.running:
+            # long mini-batches: hold `reserve` (0 or 1) beyond the running one, so a long one is
+            # seldom stuck behind another while a worker idles (stealing takes a reserve back)
+            held = len(self.running) + len(self.queue) + self.requested
+            if held > self.reserve:
                 return False
-            self.requested = 1
-            self.credits_due = 1
+            self.requested += 1 + self.reserve - held
+            self.credits_due += 1 + self.reserve - held
             return True
         depth = self.cfg.prefetch if self.mean_run > 0 else 1   # one until we know how long they take
         if self.mean_run > 0:
@@ -249,12 +254,15 @@ class Worker:
         if not buf.attempts or self.inflight is not None:
             return False
         idle = not self.running and not self.queue
+        # long mini-batches: a request for work goes anyway, so the rows go with it
         due = (buf.nbytes >= self.cfg.flush_bytes or idle or self.stopping is not None
-               or time.monotonic() - buf.opened >= self.cfg.flush_interval or buf.has_failure)
+               or time.monotonic() - buf.opened >= self.cfg.flush_interval or buf.has_failure
+               or (self.credits_due > 0 and self.mean_run >= LONG_RUN))
         if not due:
             return False
+        urgent = self.credits_due > 0 and (self.mean_run < LONG_RUN or not (self.running or self.queue))
         self.send(Report(buf.flush_id, tuple(buf.attempts), buf.nbytes, buf.header, self.credits_due,
-                         self.commit_due))
+                         self.commit_due, urgent))
         self.credits_due, self.commit_due = 0, None
         if buf.nbytes:
             self.inflight = buf

@@ -89,16 +89,21 @@ def test_up_bundles_keep_sources_and_order_and_wait_unless_urgent():
     assert rt[3].goodbyes == {3} and not rt[3].relay_done      # members 4 and 5 still run
 
 
-def test_a_report_asking_for_work_is_urgent():
+def test_only_an_urgent_report_goes_at_once():
     net, rt = routers(max_delay=60.0)
     rt[4].send(0, Report(3, (), 10, commit=Commit(2, 0.0)))       # no credits: held
+    rt[5].send(0, Report(1, (), 0, credits=1))                    # asks for its reserve: held too
     list(rt[3].poll())
     rt[3].flush()
     assert not net.inbox[0]
-    rt[5].send(0, Report(1, (), 0, credits=1))                    # waits for work: goes now
+    rt[5].send(0, Report(2, (), 0, credits=1, urgent=True))       # idle, waits for work: goes now
     list(rt[3].poll())
     rt[3].flush()
-    assert list(rt[0].poll()) == [(4, Report(3, (), 10, commit=Commit(2, 0.0))), (5, Report(1, (), 0, credits=1))]
+    assert [src for src, _ in rt[0].poll()] == [4, 5, 5]
+    rt[4].send(0, Revoked((1,)))                                  # a steal under way: goes now
+    list(rt[3].poll())
+    rt[3].flush()
+    assert list(rt[0].poll()) == [(4, Revoked((1,)))]
 
 
 def test_old_messages_go_after_max_delay():

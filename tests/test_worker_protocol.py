@@ -93,7 +93,7 @@ def test_long_mini_batches_cost_one_message_each_way(setup):
     w.step()
     sent.clear()
     run_one(w, runner, clock)                      # finished, idle: Report asks for the next one
-    assert sent == [Report(0, sent[0].attempts, 8, None, credits=1, commit=None)]
+    assert sent == [Report(0, sent[0].attempts, 8, None, credits=1, commit=None, urgent=True)]
     assert sent[0].attempts[0].digest == spec(0).digest()     # computed here, not at rank 0
     first = sent[0]
     sent.clear()
@@ -102,13 +102,31 @@ def test_long_mini_batches_cost_one_message_each_way(setup):
     assert output.writes == [(100, [b"row 000\n"])] and list(runner.submitted) == [(spec(1), 1)]
     assert sent == []                              # the Commit waits: work runs
     run_one(w, runner, clock)
-    assert sent == [Report(1, sent[0].attempts, 8, None, credits=1, commit=commit_of(first))]
+    assert sent == [Report(1, sent[0].attempts, 8, None, credits=1, commit=commit_of(first), urgent=True)]
     assert sent[0].commit.rows.startswith("0,1,3,h,4242,1,1,0,1000.000000,1000.200000,")
     second = sent[0]
     sent.clear()
     w.handle(Offset(1, 108))                       # no work came with it: idle, so commit now
     w.step()
     assert sent == [commit_of(second)]
+
+
+def test_behind_a_leader_one_long_mini_batch_waits_in_reserve(setup):
+    w, sent, runner, clock, output = setup
+    w.reserve = 1
+    w.step()
+    assert sent == [Request(2)]                    # the one to run and one in reserve
+    w.handle(Assign((spec(0), spec(1)), (1, 1)))
+    w.step()
+    assert list(runner.submitted) == [(spec(0), 1)] and len(w.queue) == 1   # the reserve stays stealable
+    sent.clear()
+    run_one(w, runner, clock)                      # the reserve starts at once: not urgent
+    assert [(m.credits, m.urgent) for m in sent] == [(1, False)] and list(runner.submitted) == [(spec(1), 1)]
+    w.handle(Offset(0, 0))                         # no work yet: the reserve is gone
+    w.step()
+    sent.clear()
+    run_one(w, runner, clock)                      # idle now: urgent, and the held Commit rides along
+    assert [(m.credits, m.urgent, m.commit.flush_id) for m in sent] == [(1, True, 0)]
 
 
 def test_a_held_commit_goes_alone_after_flush_interval(setup):
