@@ -181,8 +181,10 @@ class Workers:
     holding descriptors they have not started: the ones a dispatcher can revoke from.
     """
 
-    def __init__(self, sim: Sim, work: np.ndarray, s: Scenario, upstream):
+    def __init__(self, sim: Sim, work: np.ndarray, s: Scenario, upstream, nudge=None):
         self.sim, self.work, self.upstream = sim, work.tolist(), upstream
+        self.nudge = nudge          # behind a leader: an idle worker whose request is held asks again,
+                                    # urgently (prs_mpi.worker), so the leader sends what it holds
         self.k = s.depth
         self.b = min(s.batch, self.k) if self.k else 1
         n = s.workers
@@ -255,6 +257,8 @@ class Workers:
         self.useful += self.work[i]
         self.end = self.sim.now
         self._start(w)
+        if self.nudge is not None and self.inflight[w] and self.idle(w):
+            self.nudge(w)
         self.request(w)
 
 
@@ -345,6 +349,12 @@ class Relay:
             return 1, 0, None, [(0.0, self.flush, (self.bundles,))]
         return 1, 0, None, [(self.hold_for, self.flush, (self.bundles,))] if first else []
 
+    def nudged(self, w: int) -> None:
+        """An idle worker's urgent request: whatever is held goes at the end of the leader's pass."""
+        hop = self.costs.node_latency + self.costs.relay_delay
+        self.sim.at(self.sim.now + hop, self.server.deliver,
+                    lambda: (1, 0, None, [(0.0, self.flush, (self.bundles,))]))
+
     def flush(self, bundle_no: int) -> None:
         if bundle_no != self.bundles or not self.pending:
             return                                  # already sent by an earlier flush
@@ -371,7 +381,8 @@ def run_hierarchical(s: Scenario, costs: Costs, work: np.ndarray) -> tuple[Worke
     nodes = math.ceil(s.workers / s.node_size)
     relays = [Relay(sim, rc, i, root, dispatch, s.hold) for i in range(nodes)]
     workers = dispatch.workers = Workers(
-        sim, work, s, lambda w, a: relays[w // s.node_size].from_worker(w, a, workers.idle(w)))
+        sim, work, s, lambda w, a: relays[w // s.node_size].from_worker(w, a, workers.idle(w)),
+        lambda w: relays[w // s.node_size].nudged(w))
     for w in range(s.workers):
         workers.request(w)
     sim.run()

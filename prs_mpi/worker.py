@@ -231,7 +231,8 @@ class Worker:
             return False
         if self.mean_run >= LONG_RUN:
             # long mini-batches: hold `reserve` (0 or 1) beyond the running one, so a long one is
-            # seldom stuck behind another while a worker idles (stealing takes a reserve back)
+            # seldom stuck behind another while a worker idles (stealing takes a reserve back).
+            # Idle with a request still held by a leader, it asks for one more, urgently.
             held = len(self.running) + len(self.queue) + self.requested
             if held > self.reserve:
                 return False

@@ -165,3 +165,19 @@ def test_stop_sends_the_held_commit_before_goodbye(setup):
     kinds = [type(m) for m in sent]
     assert kinds == [Report, Commit, Goodbye] and sent[0].commit == commit_of(first)
     assert sent[0].credits == 0                    # stopping: no more work asked for
+
+
+def test_idle_with_a_request_held_by_a_leader_it_asks_again_urgently(setup):
+    w, sent, runner, clock, output = setup
+    w.reserve = 1
+    w.step()
+    w.handle(Assign((spec(0),), (1,)))             # one of the two came; one is still asked for
+    w.step()
+    sent.clear()
+    run_one(w, runner, clock)                      # idle: asks for one more, urgently
+    assert [(type(m), m.credits, m.urgent) for m in sent] == [(Report, 1, True)] and w.requested == 2
+    w.handle(Offset(0, 0, None, Assign((spec(1),), (1,))))
+    w.step()
+    sent.clear()
+    run_one(w, runner, clock)                      # idle again while one request is still out
+    assert [(type(m), m.credits, m.urgent) for m in sent] == [(Report, 1, True)] and w.requested == 2
