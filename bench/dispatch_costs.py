@@ -4,14 +4,16 @@
 
 The real Dispatcher writes the real journal, processed_mini_batches.csv and accounting to a
 temporary directory while fake workers go through the protocol of a mini-batch too long to be
-prefetched (the case at 200 ms): Request(1) -> Assign -> Started -> Report(1 attempt, bytes)
--> Offset -> Commit. Each pass hands the dispatcher ``burst`` mini-batches' messages, then calls
-``step()`` once, as the rank loop does after draining its arrived messages. Sends go to a list:
-the MPI side (receive + unpickle, pickle + isend) is measured by ``measure_costs.py``.
+prefetched (the case at 200 ms), as prs_mpi.worker speaks it: Report(1 attempt, bytes, credits=1,
+commit=<the previous flush's Commit>) -> Offset(assign=<the next mini-batch>). Each pass hands the
+dispatcher ``burst`` workers' Reports, then calls ``step()`` once, as the rank loop does after
+draining its arrived messages; the last flushes' Commits come alone. Sends go to a list: the MPI
+side (receive + unpickle, pickle + isend) is measured by ``measure_costs.py``.
 
-batch_s     handler time per mini-batch (4 messages in, 2 out, journal line, csv row, digest)
+batch_s     handler time per mini-batch (1 message in, 1 out, journal line, writing the csv row;
+            the worker formats the row and computes the digest, as prs_mpi.worker does)
 pass_s      one ``step()`` of a dispatcher with nothing to do, per peer count: a fixed cost per
-            loop pass (it walks the peers)
+            loop pass
 """
 from __future__ import annotations
 
@@ -29,11 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from prs_mpi.dataset import MiniBatchSpec  # noqa: E402
 from prs_mpi.dispatcher import Dispatcher  # noqa: E402
 from prs_mpi.journal import Journal  # noqa: E402
-from prs_mpi.protocol import Assign, Attempt, Commit, Offset, Report, Request, Started  # noqa: E402
-from prs_mpi.runlog import AttemptLog  # noqa: E402
+from prs_mpi.protocol import Assign, Attempt, Commit, Offset, Report, Request  # noqa: E402
+from prs_mpi.runlog import AttemptLog, committed_rows  # noqa: E402
 from prs_mpi.summary import Accounting  # noqa: E402
 
-IN_PER_BATCH, OUT_PER_BATCH = 4, 2     # Request, Started, Report, Commit | Assign, Offset
+IN_PER_BATCH, OUT_PER_BATCH = 1, 1     # Report (carrying credits and a Commit) | Offset (carrying an Assign)
 
 
 def specs(items: int, count: int = 20_000) -> list[MiniBatchSpec]:
@@ -61,37 +63,44 @@ def make(tmp: str, peers: int, items: int) -> tuple[Dispatcher, list]:
 
 
 def attempt(spec: MiniBatchSpec, n: int, rank: int) -> Attempt:
+    """What a worker reports, with the digest it computes for rank 0 (prs_mpi.worker)."""
     now = time.time()
     return Attempt(spec.id, n, rank, f"node{rank // 64:04d}", 1000 + rank, spec.nitems, spec.nitems, 0,
-                   now - 0.2, now, 0.2, 0.001, "ok", None, 120 * spec.nitems)
+                   now - 0.2, now, 0.2, 0.001, "ok", None, 120 * spec.nitems, 0.0, spec.digest())
 
 
-def messages(d: Dispatcher, ranks: list[int], first: int, flush: int) -> list[list]:
-    """The three passes of one cycle for ``ranks``, built before the clock starts: Requests;
-    Started + Report; Commits. FIFO dealing gives rank ``ranks[i]`` mini-batch ``first + i``."""
-    spec = {p.spec.id: p.spec for p in list(d.fresh)[:len(ranks)]}
-    reqs = [(r, Request(1)) for r in ranks]
-    runs = []
-    for i, r in enumerate(ranks):
-        b = spec[first + i]
-        runs += [(r, Started(b.id, 1)), (r, Report(flush, (attempt(b, 1, r),), 120 * b.nitems))]
-    return [reqs, runs, [(r, Commit(flush, 0.0001)) for r in ranks]]
+def commit(flush: int, a: Attempt) -> Commit:
+    """The Commit a worker sends for flush ``flush`` (its csv row formatted there)."""
+    return Commit(flush, 0.0001, committed_rows([a], 0.0001))
 
 
-def cycle(d: Dispatcher, sent: list, passes: list[list], first: int) -> float:
-    """Seconds the dispatcher spends on one cycle: each pass's messages, then one step()."""
-    took = 0.0
-    for msgs in passes:
-        t0 = time.perf_counter()
-        for src, msg in msgs:
-            d.handle(src, msg)
-        d.step()
-        took += time.perf_counter() - t0
-        if msgs is passes[0]:      # what the model assumes: FIFO dealing, one each
-            got = [(dest, m.batches[0].id) for dest, m in sent if isinstance(m, Assign)]
-            assert got == [(r, first + i) for i, (r, _) in enumerate(msgs)], "unexpected dealing"
-        sent.clear()
-    return took
+def reports(ranks: list[int], held: dict[int, MiniBatchSpec], flush: int, last: dict[int, Attempt]) -> list:
+    """One pass: every rank of ``ranks`` reports the mini-batch it holds, asks for the next and
+    commits its previous flush (``last``: its attempt). Built before the clock starts."""
+    out = []
+    for r in ranks:
+        a = attempt(held[r], 1, r)
+        out.append((r, Report(flush, (a,), a.nbytes, None, 1, commit(flush - 1, last[r]) if flush else None)))
+        last[r] = a
+    return out
+
+
+def dealt(sent: list) -> dict[int, MiniBatchSpec]:
+    """rank -> the mini-batch the pass dealt it (in a plain Assign or riding on an Offset)."""
+    out = {}
+    for dest, m in sent:
+        assign = m.assign if isinstance(m, Offset) else m
+        if isinstance(assign, Assign):
+            out[dest] = assign.batches[0]
+    return out
+
+
+def timed_pass(d: Dispatcher, msgs: list) -> float:
+    t0 = time.perf_counter()
+    for src, msg in msgs:
+        d.handle(src, msg)
+    d.step()
+    return time.perf_counter() - t0
 
 
 def per_batch(peers: int, items: int, burst: int, rounds: int) -> float:
@@ -100,12 +109,23 @@ def per_batch(peers: int, items: int, burst: int, rounds: int) -> float:
         d, sent = make(tmp, peers, items)
         prefill(d)
         ranks = list(range(1, peers + 1))
+        for r in ranks:                    # the first Requests (a worker's first message)
+            d.handle(r, Request(1))
+        d.step()
+        held = dealt(sent)
+        sent.clear()
         groups = [ranks[i:i + burst] for i in range(0, len(ranks), burst)]
-        took, n = 0.0, 0
+        took, n, last = 0.0, 0, {}
         for flush in range(rounds):
             for g in groups:
-                took += cycle(d, sent, messages(d, g, n, flush), n)
+                took += timed_pass(d, reports(g, held, flush, last))
                 n += len(g)
+                got = dealt(sent)
+                assert all(type(m) is Offset and m.assign for _, m in sent) and sorted(got) == g, \
+                    "expected one Offset carrying the next mini-batch per Report"
+                held.update(got)
+                sent.clear()
+        took += timed_pass(d, [(r, commit(rounds - 1, last[r])) for r in ranks])
         assert d.acc.batches_ok == n and not d.flushes, "the cycle lost a mini-batch"
         d.journal.close()
         d.attempts_log.close()

@@ -29,7 +29,8 @@ from mpi4py import MPI
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from prs_mpi.dataset import MiniBatchSpec  # noqa: E402
 from prs_mpi.leader import Router  # noqa: E402
-from prs_mpi.protocol import Assign, Attempt, Bundle, Commit, Offset, Report, Request, Started  # noqa: E402
+from prs_mpi.protocol import Assign, Attempt, Bundle, Commit, Offset, Report  # noqa: E402
+from prs_mpi.runlog import committed_rows  # noqa: E402
 from prs_mpi.transport import Channel  # noqa: E402
 
 REQ, REPLY = 21, 22
@@ -103,20 +104,25 @@ def service(comm: MPI.Comm, window: int, per_reply: int, rounds: int) -> float |
 
 
 def worker_messages(n: int) -> list:
-    """What rank 0 receives per long mini-batch: Request, Started, Report (1 attempt), Commit."""
+    """What rank 0 receives per long mini-batch (prs_mpi.worker): one Report of 1 attempt that
+    asks for the next one and carries the previous flush's Commit (with its csv row)."""
     out = []
-    for i in range(n // 4):
-        a = Attempt(i, 1, 1, "node0001", 4242, 1, 1, 0, 1.7e9, 1.7e9 + 0.2, 0.2, 0.001, "ok", None, 120)
-        out += [Request(1), Started(i, 1), Report(i, (a,), 120), Commit(i, 0.0001)]
+    prev = None
+    for i in range(n):
+        a = Attempt(i, 1, 1, "node0001", 4242, 1, 1, 0, 1.7e9, 1.7e9 + 0.2, 0.2, 0.001, "ok", None, 120, 0.0,
+                    "0123456789abcdef")
+        held = Commit(i - 1, 0.0001, committed_rows([prev], 0.0001)) if prev else None
+        out.append(Report(i, (a,), 120, None, 1, held))
+        prev = a
     return out
 
 
 def rank0_messages(n: int) -> list:
-    """What rank 0 sends per long mini-batch: Assign (1 descriptor), Offset."""
+    """What rank 0 sends per long mini-batch: an Offset carrying the Assign of 1 descriptor."""
     out = []
-    for i in range(n // 2):
+    for i in range(n):
         spec = MiniBatchSpec(i, (f"/data/inputs/shard-{i // 1000:04d}/image_{i:08d}.png",), 1)
-        out += [Assign((spec,), (1,)), Offset(i, 120 * i)]
+        out.append(Offset(i, 120 * i, None, Assign((spec,), (1,))))
     return out
 
 

@@ -3,21 +3,25 @@
 Efficiency = useful work / (workers x makespan). It models what prs_mpi does:
 
 workers       as prs_mpi.worker: a mini-batch of ``LONG_RUN`` (50 ms) or more is not prefetched
-              (ask for 1 when idle: one round trip per mini-batch); shorter ones keep ``prefetch``
-              (k) queued, asking for ``k - queued`` when ``b`` fit.
+              (ask for 1 when idle: one round trip per mini-batch), except behind a leader, where
+              ``RESERVE`` (1) waits behind the running one; shorter ones keep ``prefetch`` (k)
+              queued, asking for ``k - queued`` when ``b`` fit.
 rank 0        as prs_mpi.job.RankLoop: a loop pass takes every message that has arrived, handles
               them, then sends the replies; a pass costs ``c_in`` per MPI message received,
-              ``c_req`` per logical request, ``c_batch`` per descriptor dealt (all the rest of a
-              mini-batch's life at rank 0: its Started/Report/Commit received, Offset sent,
-              journal line and csv row) and ``c_out`` per MPI message sent.
-flat          each Request is one MPI message in, each Assign one out.
-hierarchical  prs_mpi.leader: ``node_size`` workers per leader. A worker's Request reaches its
+              ``c_req`` per logical request, ``c_batch`` per descriptor dealt (the dispatcher's
+              work for a mini-batch: its attempt, commit, journal line, csv row) and ``c_out``
+              per MPI message sent.
+flat          a long mini-batch is one message each way (protocol.py): the worker's Report of
+              the one it finished asks for the next (and carries the previous Commit), rank 0's
+              Offset carries the Assign. So each request is one MPI message in, one out.
+hierarchical  prs_mpi.leader: ``node_size`` workers per leader. A worker's request reaches its
               leader (``node_latency`` + ``relay_delay``, the leader's idle back-off); the leader's
-              pass costs ``leader_c`` per request (relaying all 6 messages of a mini-batch), then
+              pass costs ``leader_c`` per request (relaying the Report up, the Offset down). It
+              sends what it holds at the end of a pass in which an idle worker asked, else ``hold``
+              (``HOLD``, prs_mpi.leader.MAX_DELAY) after the oldest arrived; then
               one Bundle of the pass's requests goes to rank 0, which pays ``c_in`` once per bundle,
               ``c_req`` per request in it and ``c_out`` once per leader it replies to in a pass.
-              Rank 0 still deals every descriptor: ``c_batch`` is the per-mini-batch cost with
-              bundled (cheaper) unpickling, but the same dispatcher work.
+              Rank 0 still deals every descriptor and does the same dispatcher work (``c_batch``).
 
 Mini-batch durations are log-normal with mean ``duration`` and log-sigma ``sigma``. ``ideal``
 is the zero-cost greedy schedule of the same durations (the tail alone). Costs come from
@@ -67,7 +71,9 @@ class Costs:
                        c_req=pick(self.h_c_req, f.c_req), c_batch=pick(self.h_c_batch, f.c_batch))
 
 
-LONG_RUN = 0.05    # prs_mpi.worker.LONG_RUN: no prefetch from this mean duration on
+LONG_RUN = 0.05    # prs_mpi.worker.LONG_RUN: no prefetch from this mean duration on ...
+RESERVE = 1        # ... but one in reserve behind a leader (prs_mpi.worker: reserve)
+HOLD = 0.05        # prs_mpi.leader.MAX_DELAY: how long a leader holds requests of busy workers
 
 
 @dataclass(frozen=True)
@@ -78,16 +84,19 @@ class Scenario:
     duration: float  # mean mini-batch duration (s)
     sigma: float = 0.5
     per_worker: int = 50  # mini-batches per worker: job length
-    prefetch: int = -1  # -1: as prs-mpi (0 from LONG_RUN on, else 2); 0 = ask when idle
+    prefetch: int = -1  # -1: as prs-mpi (from LONG_RUN on 0, or RESERVE behind a leader; else 2)
     batch: int = 1
     node_size: int = 0  # 0 = flat; else workers per node leader
     seed: int = 0
+    hold: float = HOLD  # a leader holds a busy worker's request at most this long
 
     @property
     def depth(self) -> int:
         if self.prefetch >= 0:
             return self.prefetch
-        return 0 if self.duration >= LONG_RUN else 2
+        if self.duration >= LONG_RUN:
+            return RESERVE if self.node_size else 0
+        return 2
 
 
 def durations(s: Scenario) -> np.ndarray:
@@ -172,8 +181,10 @@ class Workers:
     holding descriptors they have not started: the ones a dispatcher can revoke from.
     """
 
-    def __init__(self, sim: Sim, work: np.ndarray, s: Scenario, upstream):
+    def __init__(self, sim: Sim, work: np.ndarray, s: Scenario, upstream, nudge=None):
         self.sim, self.work, self.upstream = sim, work.tolist(), upstream
+        self.nudge = nudge          # behind a leader: an idle worker whose request is held asks again,
+                                    # urgently (prs_mpi.worker), so the leader sends what it holds
         self.k = s.depth
         self.b = min(s.batch, self.k) if self.k else 1
         n = s.workers
@@ -246,6 +257,8 @@ class Workers:
         self.useful += self.work[i]
         self.end = self.sim.now
         self._start(w)
+        if self.nudge is not None and self.inflight[w] and self.idle(w):
+            self.nudge(w)
         self.request(w)
 
 
@@ -316,24 +329,37 @@ def run_flat(s: Scenario, costs: Costs, work: np.ndarray) -> tuple[Workers, Serv
 
 
 class Relay:
-    """A leader (prs_mpi.leader.Router): requests of one pass go to rank 0 as one Bundle."""
+    """A leader (prs_mpi.leader.Router): what it holds goes to rank 0 as one Bundle at the end of
+    a pass in which an idle worker asked for work, else once the oldest is ``hold`` old."""
 
-    def __init__(self, sim: Sim, costs: Costs, index: int, root: Server, dispatch: "Dispatch"):
+    def __init__(self, sim: Sim, costs: Costs, index: int, root: Server, dispatch: "Dispatch", hold: float):
         self.sim, self.costs, self.index, self.root, self.dispatch = sim, costs, index, root, dispatch
         self.server = Server(sim, costs, per_request=costs.leader_c)
         self.pending: list = []
+        self.hold_for, self.bundles = hold, 0
 
-    def from_worker(self, w: int, amount: int) -> None:
+    def from_worker(self, w: int, amount: int, waiting: bool) -> None:
         hop = self.costs.node_latency + self.costs.relay_delay
-        self.sim.at(self.sim.now + hop, self.server.deliver, self.hold, w, amount)
+        self.sim.at(self.sim.now + hop, self.server.deliver, self.hold, w, amount, waiting)
 
-    def hold(self, w: int, amount: int):
+    def hold(self, w: int, amount: int, waiting: bool):
         first = not self.pending
         self.pending.append((w, amount))
-        return 1, 0, None, [(0.0, self.flush, ())] if first else []
+        if waiting:                                 # an idle worker: the bundle goes this pass
+            return 1, 0, None, [(0.0, self.flush, (self.bundles,))]
+        return 1, 0, None, [(self.hold_for, self.flush, (self.bundles,))] if first else []
 
-    def flush(self) -> None:
+    def nudged(self, w: int) -> None:
+        """An idle worker's urgent request: whatever is held goes at the end of the leader's pass."""
+        hop = self.costs.node_latency + self.costs.relay_delay
+        self.sim.at(self.sim.now + hop, self.server.deliver,
+                    lambda: (1, 0, None, [(0.0, self.flush, (self.bundles,))]))
+
+    def flush(self, bundle_no: int) -> None:
+        if bundle_no != self.bundles or not self.pending:
+            return                                  # already sent by an earlier flush
         bundle, self.pending = self.pending, []
+        self.bundles += 1
         self.sim.at(self.sim.now + self.costs.latency, self.root.deliver, self.at_root, bundle)
 
     def at_root(self, bundle: list):
@@ -353,8 +379,10 @@ def run_hierarchical(s: Scenario, costs: Costs, work: np.ndarray) -> tuple[Worke
     down = rc.latency + rc.relay_delay + rc.node_latency      # rank 0 -> leader -> worker
     dispatch = Dispatch(root, Source(len(work)), down)
     nodes = math.ceil(s.workers / s.node_size)
-    relays = [Relay(sim, rc, i, root, dispatch) for i in range(nodes)]
-    workers = dispatch.workers = Workers(sim, work, s, lambda w, a: relays[w // s.node_size].from_worker(w, a))
+    relays = [Relay(sim, rc, i, root, dispatch, s.hold) for i in range(nodes)]
+    workers = dispatch.workers = Workers(
+        sim, work, s, lambda w, a: relays[w // s.node_size].from_worker(w, a, workers.idle(w)),
+        lambda w: relays[w // s.node_size].nudged(w))
     for w in range(s.workers):
         workers.request(w)
     sim.run()

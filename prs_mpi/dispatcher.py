@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from .protocol import (Assign, Attempt, Commit, Fatal, Goodbye, InitFailed, Leaving, Offset, Report, Request, Revoke,
-                       Revoked, Started, Stop)
+                       Revoked, Stop)
 from .summary import Accounting
 
 log = logging.getLogger(__name__)
@@ -38,11 +38,21 @@ class Peer:
     outstanding: "OrderedDict[int, Pending]" = field(default_factory=OrderedDict)
     revoking: bool = False
     said_goodbye: bool = False
-    current_since: float = 0.0
-    running: int | None = None
+    current_since: float = 0.0       # when the oldest mini-batch it holds began (as far as rank 0 knows)
     ready: bool = False
     last_error: str | None = None
     stats: dict = field(default_factory=dict)
+
+    @property
+    def running(self) -> int | None:
+        """The mini-batch it runs: a worker runs what it holds in the order it got it."""
+        return next(iter(self.outstanding), None)
+
+
+def last_line(error: str) -> str | None:
+    """The last line of a traceback, for status.json (None for an empty text)."""
+    lines = error.strip().splitlines()
+    return lines[-1][:200] if lines else None
 
 
 class Dispatcher:
@@ -85,6 +95,7 @@ class Dispatcher:
         self._check_grace()
         self._check_thresholds()
         self._check_done()
+        self.journal.flush()              # this pass's commit records, in one write
         return progressed
 
     @property
@@ -147,23 +158,33 @@ class Dispatcher:
     def _serve(self) -> bool:
         if self.stop_reason:
             return False
-        alive = self.alive
         progressed = False
         for peer in list(self.wanting.values()):
-            batch: list[Pending] = []
-            while len(batch) < peer.wants:
-                p = self._next_for(peer, alive)
-                if p is None:
-                    break
-                batch.append(p)
-            if batch:
-                for p in batch:
-                    peer.outstanding[p.spec.id] = p
-                    self.tracked[p.spec.id] = p
-                self._want(peer, -len(batch))
-                self.send(peer.rank, Assign(tuple(p.spec for p in batch), tuple(p.attempt for p in batch)))
+            assign = self._deal(peer)
+            if assign is not None:
+                self.send(peer.rank, assign)
                 progressed = True
         return progressed
+
+    def _deal(self, peer: Peer) -> Assign | None:
+        """Up to `peer.wants` mini-batches for `peer`, marked outstanding; None if there is none."""
+        batch: list[Pending] = []
+        while len(batch) < peer.wants:
+            p = self._next_for(peer, self.alive)
+            if p is None:
+                break
+            batch.append(p)
+        if not batch:
+            return None
+        if not peer.outstanding:
+            peer.current_since = time.time()
+        for p in batch:
+            peer.outstanding[p.spec.id] = p
+            self.tracked[p.spec.id] = p
+        self._want(peer, -len(batch))
+        if len(batch) == 1:
+            return Assign((batch[0].spec,), (batch[0].attempt,))
+        return Assign(tuple(p.spec for p in batch), tuple(p.attempt for p in batch))
 
     def _steal(self) -> bool:
         """Idle worker, nothing left to hand out: take back what a busy worker has not started."""
@@ -205,10 +226,6 @@ class Dispatcher:
         self._want(peer, msg.credits)
         peer.ready = True             # workers ask for work only once init() has finished
 
-    def _on_started(self, peer: Peer, msg: Started) -> None:
-        peer.running = msg.batch_id
-        peer.current_since = time.time()
-
     def _on_revoked(self, peer: Peer, msg: Revoked) -> None:
         peer.revoking = False
         self._give_back(peer, msg.batch_ids)
@@ -221,43 +238,52 @@ class Dispatcher:
                 (self.retries if p.attempt > 1 else self.fresh).appendleft(p)
 
     def _on_report(self, peer: Peer, msg: Report) -> None:
+        if msg.commit is not None:               # the previous flush's, held by the worker
+            self._on_commit(peer, msg.commit)
+        outstanding = peer.outstanding
+        ok: list[Attempt] = []
         for a in msg.attempts:
-            peer.outstanding.pop(a.batch_id, None)
-            if peer.running == a.batch_id:
-                peer.running = None
-            self.acc.attempts += 1
-            peer.last_error = (a.error or "").strip().splitlines()[-1][:200] if a.error else peer.last_error
-        failed = [a for a in msg.attempts if not a.ok]
-        for a in failed:
-            self.attempts_log.attempt(a)
-            self._attempt_failed(a)
+            outstanding.pop(a.batch_id, None)
+            if a.error:
+                peer.last_error = last_line(a.error) or peer.last_error
+            if a.ok:
+                ok.append(a)
+            else:
+                self.attempts_log.attempt(a)
+                self._attempt_failed(a)
+        self.acc.attempts += len(msg.attempts)
+        peer.current_since = time.time()         # the next one it holds began when these ended
+        if msg.credits:                          # a Request riding on the Report
+            self._want(peer, msg.credits)
+            peer.ready = True
         if msg.nbytes == 0:
-            self._commit(msg, 0, 0.0)
+            self._commit(ok, 0, 0, 0.0, 0, None)
             return
         header = b""
         if msg.header is not None and not self.header_written:
             header = msg.header
             self.header_written = True
-        self.flushes[(peer.rank, msg.flush_id)] = (msg, self.end, len(header))
-        self.send(peer.rank, Offset(msg.flush_id, self.end, header or None))
+        self.flushes[(peer.rank, msg.flush_id)] = (ok, self.end, len(header) + msg.nbytes, len(header))
+        assign = self._deal(peer) if peer.wants and not self.stop_reason else None
+        self.send(peer.rank, Offset(msg.flush_id, self.end, header or None, assign))
         self.end += len(header) + msg.nbytes
 
     def _on_commit(self, peer: Peer, msg: Commit) -> None:
-        report, offset, header = self.flushes.pop((peer.rank, msg.flush_id))
-        self._commit(report, offset, msg.write_seconds, header)
+        ok, offset, length, header = self.flushes.pop((peer.rank, msg.flush_id))
+        self._commit(ok, offset, length, msg.write_seconds, header, msg.rows)
 
-    def _commit(self, report: Report, offset: int, write_seconds: float, header: int = 0) -> None:
-        ok = [a for a in report.attempts if a.ok]
+    def _commit(self, ok: list[Attempt], offset: int, length: int, write_seconds: float, header: int,
+                csv_rows: str | None) -> None:
+        """Journal the attempts whose bytes are in [offset, offset + length) as done."""
         if not ok:
             return
-        total = sum(a.nbytes for a in ok) or 1
+        self.attempts_log.committed(ok, write_seconds, csv_rows)
         rows = []
         for a in ok:
-            self.attempts_log.attempt(a, write_seconds * a.nbytes / total)
             self.acc.committed(a.succeeded, a.failed)
             p = self.tracked.pop(a.batch_id)
-            rows.append((a.batch_id, a.attempt, a.succeeded, a.failed, p.spec.digest()))
-        self.journal.commit(offset, header + report.nbytes, header, rows)
+            rows.append((a.batch_id, a.attempt, a.succeeded, a.failed, a.digest or p.spec.digest()))
+        self.journal.commit(offset, length, header, rows)
 
     def _attempt_failed(self, a: Attempt) -> None:
         p = self.tracked[a.batch_id]
@@ -277,7 +303,7 @@ class Dispatcher:
     def _on_init_failed(self, peer: Peer, msg: InitFailed) -> None:
         self.attempts_log.error(f"init() failed on rank {peer.rank} ({peer.host}), try {msg.tries} of "
                                 f"{self.cfg.init_max_try}", msg.error)
-        peer.last_error = msg.error.strip().splitlines()[-1][:200] if msg.error.strip() else None
+        peer.last_error = last_line(msg.error)
 
     def _on_leaving(self, peer: Peer, msg: Leaving) -> None:
         if peer.alive and msg.reason:
@@ -298,7 +324,7 @@ class Dispatcher:
     def _on_fatal(self, peer: Peer, msg: Fatal) -> None:
         self.fatal = msg
 
-    _HANDLERS = {Request: _on_request, Started: _on_started, Revoked: _on_revoked, Report: _on_report,
+    _HANDLERS = {Request: _on_request, Revoked: _on_revoked, Report: _on_report,
                  Commit: _on_commit, InitFailed: _on_init_failed, Leaving: _on_leaving, Goodbye: _on_goodbye,
                  Fatal: _on_fatal}
 

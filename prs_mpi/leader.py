@@ -13,11 +13,12 @@ import logging
 import time
 from typing import Any, Iterator, Sequence
 
-from .protocol import Bundle, Goodbye, Request
+from .protocol import Bundle, Goodbye, Report, Request, Revoked
 
 log = logging.getLogger(__name__)
 AUTO_GROUP = 64          # "auto": at most this many ranks of one node per leader
-MAX_DELAY = 0.002        # a leader holds non-urgent messages at most this long ...
+MAX_DELAY = 0.05         # a leader holds non-urgent messages at most this long (its workers
+                         # hold a long mini-batch in reserve: worker.py) ...
 MAX_BUNDLE = 64          # ... or until it holds this many
 
 
@@ -78,13 +79,15 @@ class Router:
         if not self.up:
             self.up_since = time.monotonic()
         self.up.append((src, msg))
-        self.urgent |= isinstance(msg, Request)
+        kind = type(msg)      # someone may wait for work: a Request, an urgent Report, a steal
+        self.urgent |= kind is Request or kind is Revoked or (kind is Report and msg.urgent)
         if isinstance(msg, Goodbye):
             self.goodbyes.add(src)
 
     def flush(self, force: bool = False) -> None:
         """End of a loop pass: rank 0 sends each leader its bundle; a leader sends its bundle
-        when it holds a Request, is old or is full."""
+        when it holds something urgent (a Request, a Revoked, an urgent Report), is old or is
+        full."""
         if self.down:
             for lead, items in self.down.items():
                 self.channel.send(lead, Bundle(tuple(items)))

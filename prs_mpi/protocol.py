@@ -3,13 +3,18 @@
 Flow for one worker (W) and the dispatcher (D):
 
     W → D  Request(credits)          W wants `credits` more mini-batches in its prefetch queue
+                                     (only when no Report goes out in the same step: see below)
     D → W  Assign(batches)           descriptors only; never data rows
     D → W  Revoke(batch_ids)         work stealing: give back what you have not started
     W → D  Revoked(batch_ids)        the ids actually given back (started ones stay)
-    W → D  Started(batch_id, attempt) run() began: the journal counts the attempt even if all dies
-    W → D  Report(flush_id, attempts, nbytes, header)
-                                     finished attempts; nbytes > 0 asks for an output offset
-    D → W  Offset(flush_id, offset, header)  where to Write_at the flush (header first if set)
+    W → D  Report(flush_id, attempts, nbytes, header, credits, commit)
+                                     finished attempts; nbytes > 0 asks for an output offset;
+                                     `credits` asks for work as a Request would; `commit` is the
+                                     Commit of the previous flush when it was held until now;
+                                     `urgent`: the worker may run dry soon (see leaders below)
+    D → W  Offset(flush_id, offset, header, assign)
+                                     where to Write_at the flush (header first if set); `assign`
+                                     is the Assign for the Report's credits when rank 0 has work
     W → D  Commit(flush_id)          the bytes are in the file: the mini-batches are done
     W → D  InitFailed(error, tries)  init() failed on this rank (it retries; job_error.txt shows it)
     W → D  Leaving(reason, returned) the worker cannot go on (init failed too often)
@@ -18,15 +23,24 @@ Flow for one worker (W) and the dispatcher (D):
     W → D  Goodbye(stats)            last message of a worker
     W → D  Fatal(error)              an unhandled error on a worker; D ends the job
 
+A long mini-batch (no prefetch) costs rank 0 one message in and one out: the worker finishes it,
+sends Report(credits=1, commit=<the previous flush>), and gets Offset(assign=<the next one>).
+A worker holds a Commit only while it runs work and at most `flush_interval` seconds; idle,
+stopping or past that, it sends the Commit on its own. Nothing tells rank 0 when a run begins:
+the oldest mini-batch a worker holds is the one it runs (a worker runs its queue in order), and
+the per-rank start logs (journal.StartLog) charge attempts when the whole job dies.
+
 Relays (prs_mpi/leader.py; `[dispatch] ranks_per_leader`). With leaders on, the ranks are cut
 into groups (one per node by default); the lowest rank of a group is its leader, and rank 0's
 group has none (it talks to rank 0 directly). A worker sends its messages to its leader instead
 of rank 0; the leader (a worker itself) packs them, its own included, into
 
     L → D  Bundle(((src, msg), ...)) every logical message of its group since the last bundle,
-                                     in arrival order; sent at once when it holds a Request (the
-                                     worker is waiting for work), else after max_delay or
-                                     max_bundle messages
+                                     in arrival order; sent at once when it holds a Request, a
+                                     Revoked or an urgent Report (a worker may wait for work),
+                                     else after max_delay or max_bundle messages. Behind a
+                                     leader a worker keeps one long mini-batch in reserve, so
+                                     that its Reports need not be urgent and bundles fill up
     D → L  Bundle(((dest, msg), ...)) what the dispatcher sent to the group in one loop pass;
                                      the leader forwards each to `dest` (or keeps its own)
 
@@ -58,7 +72,7 @@ class Tag(enum.IntEnum):
     STOP = 9
     GOODBYE = 10
     FATAL = 11
-    STARTED = 12
+    # 12 was Started (dropped: rank 0 takes a worker's oldest mini-batch as the running one)
     INIT_FAILED = 13
     BUNDLE = 14
 
@@ -101,6 +115,7 @@ class Attempt(Compact):
     error: str | None = None       # full traceback / reason, for job_error.txt
     nbytes: int = 0                # bytes of output rows this attempt adds to the flush
     write_seconds: float = 0.0
+    digest: str = ""               # MiniBatchSpec.digest(), computed by the worker for rank 0
 
     def __post_init__(self) -> None:
         self.status = str(self.status)
@@ -110,13 +125,16 @@ class Attempt(Compact):
         return self.status in SUCCEEDED
 
 
-@dataclass(frozen=True)
-class Request:
+# The messages of every mini-batch (Request, Assign, Report, Offset, Commit) are slots
+# dataclasses pickled through Compact, and treated as immutable: a frozen dataclass's __init__
+# and unpickling cost rank 0 a few µs per message. The rare ones are frozen.
+@dataclass(slots=True)
+class Request(Compact):
     credits: int
 
 
-@dataclass(frozen=True)
-class Assign:
+@dataclass(slots=True)
+class Assign(Compact):
     batches: tuple[MiniBatchSpec, ...]
     attempts: tuple[int, ...]      # attempt number of each batch (1 for a first try)
 
@@ -131,31 +149,31 @@ class Revoked:
     batch_ids: tuple[int, ...]
 
 
-@dataclass(frozen=True)
-class Started:
-    batch_id: int
-    attempt: int
+@dataclass(slots=True)
+class Commit(Compact):
+    flush_id: int
+    write_seconds: float
+    rows: str | None = None        # the flush's processed_mini_batches.csv rows (runlog.committed_rows),
+                                   # formatted by the worker to spare rank 0
 
 
-@dataclass(frozen=True)
-class Report:
+@dataclass(slots=True)
+class Report(Compact):
     flush_id: int
     attempts: tuple[Attempt, ...]
     nbytes: int = 0
     header: bytes | None = None    # CSV header of DataFrame output, written once at offset 0
+    credits: int = 0               # also a Request for this many mini-batches
+    commit: Commit | None = None   # a held Commit of an earlier flush (handled first)
+    urgent: bool = False           # the worker may run dry soon: a leader relays it at once
 
 
-@dataclass(frozen=True)
-class Offset:
+@dataclass(slots=True)
+class Offset(Compact):
     flush_id: int
     offset: int
     header: bytes | None = None    # write this first (at `offset`), the rows right after it
-
-
-@dataclass(frozen=True)
-class Commit:
-    flush_id: int
-    write_seconds: float
+    assign: Assign | None = None   # work for the Report's credits, in the same message
 
 
 @dataclass(frozen=True)
@@ -203,7 +221,7 @@ class Bundle(Compact):
 TAG_OF: dict[type, Tag] = {
     Request: Tag.REQUEST, Assign: Tag.ASSIGN, Revoke: Tag.REVOKE, Revoked: Tag.REVOKED,
     Report: Tag.REPORT, Offset: Tag.OFFSET, Commit: Tag.COMMIT, Leaving: Tag.LEAVING,
-    Stop: Tag.STOP, Goodbye: Tag.GOODBYE, Fatal: Tag.FATAL, Started: Tag.STARTED,
+    Stop: Tag.STOP, Goodbye: Tag.GOODBYE, Fatal: Tag.FATAL,
     InitFailed: Tag.INIT_FAILED, Bundle: Tag.BUNDLE,
 }
 

@@ -67,6 +67,51 @@ def setup_logging(level: str, rank: int, host: str, sys_log: str | None, stderr_
         root.addHandler(fh)
 
 
+_ROW = "%d,%d,%d,%s,%d,%d,%d,%d,%.6f,%.6f,%.6f,%.6f,%.6f,%s,\r\n"   # csv.writer's default line end
+_plain_cache: dict[str, bool] = {}
+
+
+def _plain(text: str) -> bool:
+    """True when csv.writer would write `text` as it is (QUOTE_MINIMAL: no delimiter, quote or
+    line break in it, not empty); cached: hosts and statuses are a handful of strings."""
+    known = _plain_cache.get(text)
+    if known is None:
+        known = type(text) is str and text != "" and not any(c in text for c in ',"\r\n')
+        if len(_plain_cache) < 4096:
+            _plain_cache[text] = known
+    return known
+
+
+def attempt_row(a: Any, write_seconds: float = 0.0, status: str | None = None) -> str:
+    """One processed_mini_batches.csv row, as csv.writer writes it."""
+    status = status or a.status
+    if (not a.error and _plain(a.host) and _plain(status) and type(a.batch_id) is type(a.attempt) is type(a.rank)
+            is type(a.pid) is type(a.nitems) is type(a.succeeded) is type(a.failed) is int):
+        # the common row: nothing to quote, formatted in one go
+        return _ROW % (a.batch_id, a.attempt, a.rank, a.host, a.pid, a.nitems, a.succeeded, a.failed, a.start,
+                       a.end, a.run_seconds, a.input_seconds, write_seconds, status)
+    summary = (a.error or "").strip().splitlines()[-1:] if a.error else []
+    _line.seek(0)
+    _line.truncate()
+    _line_writer.writerow([a.batch_id, a.attempt, a.rank, a.host, a.pid, a.nitems, a.succeeded, a.failed,
+                           f"{a.start:.6f}", f"{a.end:.6f}", f"{a.run_seconds:.6f}", f"{a.input_seconds:.6f}",
+                           f"{write_seconds:.6f}", status, summary[0][:300] if summary else ""])
+    return _line.getvalue()
+
+
+_line = io.StringIO()
+_line_writer = csv.writer(_line)
+
+
+def committed_rows(ok: list[Any], write_seconds: float) -> str:
+    """The rows of a flush's successful attempts; the flush's write time is shared by bytes."""
+    if len(ok) == 1:
+        a = ok[0]
+        return attempt_row(a, write_seconds * a.nbytes / (a.nbytes or 1))
+    total = sum(a.nbytes for a in ok) or 1
+    return "".join([attempt_row(a, write_seconds * a.nbytes / total) for a in ok])
+
+
 class AttemptLog:
     """Rank 0's writer of processed_mini_batches.csv and job_error.txt."""
 
@@ -86,13 +131,21 @@ class AttemptLog:
         self.first_error: str | None = None
 
     def attempt(self, a: Any, write_seconds: float = 0.0, status: str | None = None) -> None:
-        summary = (a.error or "").strip().splitlines()[-1:] if a.error else []
-        self.writer.writerow([a.batch_id, a.attempt, a.rank, a.host, a.pid, a.nitems, a.succeeded, a.failed,
-                              f"{a.start:.6f}", f"{a.end:.6f}", f"{a.run_seconds:.6f}", f"{a.input_seconds:.6f}",
-                              f"{write_seconds:.6f}", status or a.status, summary[0][:300] if summary else ""])
+        self.csv_file.write(attempt_row(a, write_seconds, status))
         if a.error:
-            self.error(f"mini-batch {a.batch_id} attempt {a.attempt} {a.status} on rank {a.rank} "
-                       f"({a.host}, pid {a.pid})", a.error)
+            self._attempt_error(a)
+
+    def committed(self, ok: list[Any], write_seconds: float, rows: str | None = None) -> None:
+        """Rows of the successful attempts of one flush; `rows` is `committed_rows(ok, ...)`
+        when the worker formatted them (it did on rank 0's behalf: see protocol.Commit)."""
+        self.csv_file.write(committed_rows(ok, write_seconds) if rows is None else rows)
+        for a in ok:
+            if a.error:            # partial: some items failed
+                self._attempt_error(a)
+
+    def _attempt_error(self, a: Any) -> None:
+        self.error(f"mini-batch {a.batch_id} attempt {a.attempt} {a.status} on rank {a.rank} "
+                   f"({a.host}, pid {a.pid})", a.error)
 
     def error(self, where: str, text: str) -> None:
         if self.first_error is None:

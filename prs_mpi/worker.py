@@ -2,7 +2,9 @@
 
 `Worker.step()` never blocks: it watches the runner, feeds it the next queued mini-batch, asks
 rank 0 for more work before the queue runs dry, and flushes finished rows (Report → Offset →
-Write_at → Commit). Messages from rank 0 arrive through `handle()`.
+Write_at → Commit). Messages from rank 0 arrive through `handle()`. To spare rank 0 messages, a
+Report carries the step's request for work and the previous flush's Commit (held while work runs,
+at most flush_interval), and rank 0's Offset may carry the next Assign (protocol.py).
 """
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .protocol import (Assign, Attempt, Commit, Goodbye, InitFailed, Leaving, Offset, Report, Request, Revoke, Revoked,
-                       Started, Status, Stop, SUCCEEDED)
+                       Status, Stop, SUCCEEDED)
+from .runlog import committed_rows
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +26,7 @@ MAX_PREFETCH = 64
 PIPELINE = 2                  # mini-batches handed to the runner at once: the child never waits for us
 TINY_RUN = 0.001              # mini-batches shorter than this ...
 TINY_PIPELINE = 16            # ... are handed over this many at a time, in one message
-LONG_RUN = 0.05               # mini-batches longer than this are not prefetched
-STARTED_EVERY = 0.2           # tell rank 0 what runs at most this often (tiny mini-batches)
+LONG_RUN = 0.05               # mini-batches longer than this are not prefetched (but see `reserve`)
 
 
 @dataclass
@@ -40,8 +42,11 @@ class Flush:
 
 class Worker:
     def __init__(self, rank: int, host: str, cfg: Any, send: Any, output: Any, runner_factory: Any,
-                 monitor: Any = None, start_log: Any = None) -> None:
+                 monitor: Any = None, start_log: Any = None, reserve: int = 0) -> None:
         self.rank, self.host, self.cfg = rank, host, cfg
+        # long mini-batches held beyond the running one: 1 behind a leader, so that the leader may
+        # hold this worker's Reports for up to leader.MAX_DELAY and send rank 0 fuller bundles
+        self.reserve = reserve
         self.send = send                      # send(msg) → rank 0
         self.output = output
         self.runner_factory = runner_factory
@@ -49,6 +54,9 @@ class Worker:
         self.start_log = start_log
         self.queue: deque[tuple[Any, int]] = deque()
         self.requested = 0
+        self.credits_due = 0                  # asked for this step: rides on a Report, else a Request
+        self.commit_due: Commit | None = None  # written, not yet told: rides on the next Report
+        self.commit_at = 0.0
         self.runner = runner_factory()
         self.runner.start()
         self.ready = False
@@ -61,7 +69,6 @@ class Worker:
         self.leaving = False
         self.done = False
         self.mean_run = 0.0
-        self.last_started = 0.0
         self.stats = {"rank": rank, "host": host, "batches": 0, "busy_seconds": 0.0, "init_seconds": 0.0,
                       "restarts": 0, "bytes_written": 0, "write_seconds": 0.0}
 
@@ -71,6 +78,7 @@ class Worker:
         progressed |= self._feed_runner()
         progressed |= self._ask_for_work()
         progressed |= self._maybe_flush()
+        progressed |= self._send_held()
         progressed |= self._maybe_finish()
         if self.monitor is not None:
             self.monitor.maybe_sample(self.runner.pid if self.runner else None, time.time())
@@ -82,20 +90,18 @@ class Worker:
 
     # -------------------------------------------------------------- messages from rank 0
     def handle(self, msg: Any) -> None:
-        if isinstance(msg, Assign):
-            if self.leaving:   # assigned before rank 0 saw our Leaving: hand it straight back
-                self.send(Leaving("", tuple(b.id for b in msg.batches)))
-                return
-            self.queue.extend(zip(msg.batches, msg.attempts))
-            self.requested = max(0, self.requested - len(msg.batches))
+        if isinstance(msg, Offset):
+            if msg.assign is not None:    # queued first: the write below does not delay the next run
+                self._assigned(msg.assign)
+            self._write(msg)
+        elif isinstance(msg, Assign):
+            self._assigned(msg)
         elif isinstance(msg, Revoke):
             wanted = set(msg.batch_ids)
             kept = deque(item for item in self.queue if item[0].id not in wanted)
             returned = tuple(item[0].id for item in self.queue if item[0].id in wanted)
             self.queue = kept
             self.send(Revoked(returned))
-        elif isinstance(msg, Offset):
-            self._write(msg)
         elif isinstance(msg, Stop):
             self.stopping = msg
             self.queue.clear()        # unstarted work stays uncommitted: a resume runs it
@@ -107,6 +113,13 @@ class Worker:
                 self.running.clear()
         else:
             raise TypeError(f"worker got an unexpected message {msg!r}")
+
+    def _assigned(self, msg: Assign) -> None:
+        if self.leaving:   # assigned before rank 0 saw our Leaving: hand it straight back
+            self.send(Leaving("", tuple(b.id for b in msg.batches)))
+            return
+        self.queue.extend(zip(msg.batches, msg.attempts))
+        self.requested = max(0, self.requested - len(msg.batches))
 
     # -------------------------------------------------------------- runner
     def _watch_runner(self) -> bool:
@@ -167,7 +180,8 @@ class Worker:
 
     def _feed_runner(self) -> bool:
         # tiny mini-batches go to the child several per message; others two at a time
-        limit = TINY_PIPELINE if 0 < self.mean_run < TINY_RUN else PIPELINE
+        # (long ones one at a time: a reserve stays in the queue, where stealing can take it back)
+        limit = TINY_PIPELINE if 0 < self.mean_run < TINY_RUN else 1 if self.mean_run >= LONG_RUN else PIPELINE
         if not self.ready or not self.queue or self.runner is None or len(self.running) >= limit:
             return False
         if self.stopping is not None and self.stopping.abort:
@@ -178,10 +192,6 @@ class Worker:
             batch, attempt = self.queue.popleft()
             self.running.append([batch, attempt, now])
             group.append((batch, attempt))
-        mono = time.monotonic()
-        if group[0][1] > 1 or mono - self.last_started >= STARTED_EVERY:   # for status.json; rate-limited
-            self.last_started = mono
-            self.send(Started(group[0][0].id, group[0][1]))
         self.runner.submit_many(group)
         return True
 
@@ -196,7 +206,7 @@ class Worker:
                       nitems=result.nitems, succeeded=result.succeeded,
                       failed=(result.nitems - result.succeeded) if result.status in SUCCEEDED else result.nitems,
                       start=start, end=end, run_seconds=result.run_seconds, input_seconds=result.input_seconds,
-                      status=result.status, error=result.error, nbytes=len(result.data))
+                      status=result.status, error=result.error, nbytes=len(result.data), digest=batch.digest())
         self.stats["batches"] += 1
         self.stats["busy_seconds"] += end - start
         self.mean_run = (end - start) if self.mean_run == 0 else 0.8 * self.mean_run + 0.2 * (end - start)
@@ -220,12 +230,14 @@ class Worker:
         if self.stopping is not None or self.leaving or not self.ready:
             return False
         if self.mean_run >= LONG_RUN:
-            # long mini-batches: hold none in reserve, so a long one is never stuck behind another
-            # while a worker idles; the round trip to rank 0 costs well under 2% of a mini-batch
-            if self.queue or self.requested or self.running:
+            # long mini-batches: hold `reserve` (0 or 1) beyond the running one, so a long one is
+            # seldom stuck behind another while a worker idles (stealing takes a reserve back).
+            # Idle with a request still held by a leader, it asks for one more, urgently.
+            held = len(self.running) + len(self.queue) + self.requested
+            if held > self.reserve:
                 return False
-            self.requested = 1
-            self.send(Request(1))
+            self.requested += 1 + self.reserve - held
+            self.credits_due += 1 + self.reserve - held
             return True
         depth = self.cfg.prefetch if self.mean_run > 0 else 1   # one until we know how long they take
         if self.mean_run > 0:
@@ -234,7 +246,7 @@ class Worker:
         if have > depth // 2:
             return False
         self.requested += depth - have
-        self.send(Request(depth - have))
+        self.credits_due += depth - have
         return True
 
     # -------------------------------------------------------------- write path
@@ -243,11 +255,16 @@ class Worker:
         if not buf.attempts or self.inflight is not None:
             return False
         idle = not self.running and not self.queue
+        # long mini-batches: a request for work goes anyway, so the rows go with it
         due = (buf.nbytes >= self.cfg.flush_bytes or idle or self.stopping is not None
-               or time.monotonic() - buf.opened >= self.cfg.flush_interval or buf.has_failure)
+               or time.monotonic() - buf.opened >= self.cfg.flush_interval or buf.has_failure
+               or (self.credits_due > 0 and self.mean_run >= LONG_RUN))
         if not due:
             return False
-        self.send(Report(buf.flush_id, tuple(buf.attempts), buf.nbytes, buf.header))
+        urgent = self.credits_due > 0 and (self.mean_run < LONG_RUN or not (self.running or self.queue))
+        self.send(Report(buf.flush_id, tuple(buf.attempts), buf.nbytes, buf.header, self.credits_due,
+                         self.commit_due, urgent))
+        self.credits_due, self.commit_due = 0, None
         if buf.nbytes:
             self.inflight = buf
         self.buffer = Flush(self.next_flush_id)
@@ -263,13 +280,29 @@ class Worker:
         self.stats["bytes_written"] += sum(len(c) for c in chunks)
         self.stats["write_seconds"] += seconds
         self.inflight = None
-        self.send(Commit(msg.flush_id, seconds))
+        self.commit_due = Commit(msg.flush_id, seconds, committed_rows([a for a in buf.attempts if a.ok], seconds))
+        self.commit_at = time.monotonic()
+
+    def _send_held(self) -> bool:
+        """Credits no Report carried go as a Request; a held Commit goes on its own once the
+        worker idles or stops, or after flush_interval (no Report may come for a while)."""
+        sent = False
+        if self.credits_due:
+            self.send(Request(self.credits_due))
+            self.credits_due, sent = 0, True
+        if self.commit_due is not None and (
+                (not self.running and not self.queue) or self.stopping is not None or self.leaving
+                or time.monotonic() - self.commit_at >= self.cfg.flush_interval):
+            self.send(self.commit_due)
+            self.commit_due, sent = None, True
+        return sent
 
     # -------------------------------------------------------------- the end
     def _maybe_finish(self) -> bool:
         if self.done or self.stopping is None:
             return False
-        if self.running or self.queue or self.buffer.attempts or self.inflight is not None:
+        if (self.running or self.queue or self.buffer.attempts or self.inflight is not None
+                or self.commit_due is not None):
             return False
         if self.runner is not None:
             budget = 10.0 if self.stopping.mode == "interrupt" else min(self.cfg.run_invocation_timeout, 60.0)

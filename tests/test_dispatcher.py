@@ -29,6 +29,9 @@ class FakeLog:
     def attempt(self, a, write_seconds=0.0, status=None):
         self.rows.append(a)
 
+    def committed(self, ok, write_seconds, rows=None):
+        self.rows.extend(ok)
+
     def error(self, where, text):
         self.rows.append((where, text))
 
@@ -50,7 +53,9 @@ def attempt(bid, rank, status=Status.OK, attempt_no=1, succeeded=2, nitems=2, nb
 
 
 def assigned(sent, rank):
-    return [b.id for dest, m in sent if dest == rank and isinstance(m, Assign) for b in m.batches]
+    """Ids dealt to `rank`, in plain Assigns or riding on Offsets."""
+    assigns = [m.assign if isinstance(m, Offset) else m for dest, m in sent if dest == rank]
+    return [b.id for m in assigns if isinstance(m, Assign) for b in m.batches]
 
 
 def finish(d, rank, ids, **kw):
@@ -93,6 +98,49 @@ def test_output_offsets_are_disjoint_and_commit_after_write():
     assert d.acc.batches_ok == 3
     commits = [a for name, a in d.journal.records if name == "commit"]
     assert [(c[0], c[1], c[2]) for c in commits] == [(0, 17, 2), (17, 7, 0)]
+
+
+def test_a_long_mini_batch_costs_one_message_each_way():
+    """Report(credits, commit of the previous flush) in; Offset carrying the next Assign out."""
+    d, sent = make(3)
+    d.handle(1, Request(1))
+    d.step()
+    assert [type(m) for _, m in sent] == [Assign] and d.peers[1].running == 0
+    sent.clear()
+    d.handle(1, Report(0, (attempt(0, 1, nbytes=10),), 10, credits=1))
+    assert [type(m) for _, m in sent] == [Offset]                     # one message: offset + work
+    assert sent[0][1].offset == 0 and [b.id for b in sent[0][1].assign.batches] == [1]
+    assert sent[0][1].assign.attempts == (1,) and d.peers[1].running == 1 and d.peers[1].wants == 0
+    assert d.acc.batches_ok == 0                                      # written, not yet committed
+    d.step()
+    assert len(sent) == 1                                             # nothing dealt twice
+    sent.clear()
+    d.handle(1, Report(1, (attempt(1, 1, nbytes=5),), 5, credits=1, commit=Commit(0, 0.5)))
+    commits = [a for name, a in d.journal.records if name == "commit"]
+    assert [(c[0], c[1], [r[0] for r in c[3]]) for c in commits] == [(0, 10, [0])]   # the held commit first
+    assert sent[0][1].offset == 10 and [b.id for b in sent[0][1].assign.batches] == [2]
+    d.handle(1, Report(2, (attempt(2, 1, nbytes=5),), 5, credits=1, commit=Commit(1, 0.5)))
+    assert sent[-1][1].assign is None and d.peers[1].running is None  # nothing left: offset alone
+    d.step()
+    assert not any(isinstance(m, Stop) for _, m in sent)              # flush 2 is not committed yet
+    d.handle(1, Commit(2, 0.1))
+    d.step()
+    assert d.acc.batches_ok == 3 and any(isinstance(m, Stop) for _, m in sent)
+
+
+def test_credits_on_a_report_without_bytes_are_served_in_the_pass():
+    d, sent = make(4)
+    d.handle(1, Request(1))
+    d.handle(2, Request(1))
+    d.step()
+    sent.clear()
+    d.handle(1, Report(0, (attempt(0, 1),), 0, credits=2))
+    assert sent == [] and d.acc.batches_ok == 1                       # no bytes: done, no Offset
+    d.step()
+    assert assigned(sent, 1) == [2, 3] and d.peers[1].ready
+    d.handle(2, Report(0, (attempt(1, 2, status=Status.FAILED),), 0, credits=1))
+    d.step()
+    assert d.retries and d.peers[2].last_error == "Boom"              # retried, not dealt back to rank 2
 
 
 def test_idle_worker_steals_unstarted_batches():

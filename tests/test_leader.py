@@ -13,7 +13,7 @@ from prs_mpi.dataset import MiniBatchSpec
 from prs_mpi.dispatcher import Dispatcher
 from prs_mpi.leader import Router, leaders_for, make_router
 from prs_mpi.protocol import (Assign, Attempt, Bundle, Commit, Goodbye, Offset, Report, Request, Revoke, Revoked,
-                              Started, Stop)
+                              Stop)
 from prs_mpi.summary import Accounting
 
 
@@ -72,21 +72,38 @@ def routers(size=6, per=3, **kw):
 
 def test_up_bundles_keep_sources_and_order_and_wait_unless_urgent():
     net, rt = routers(max_delay=60.0)
-    rt[4].send(0, Started(7, 1))
+    rt[4].send(0, Commit(7, 0.0))
     rt[5].send(0, Report(0, ()))
-    rt[1].send(0, Started(9, 1))                   # rank 0's own group: straight to rank 0
+    rt[1].send(0, Commit(9, 0.0))                  # rank 0's own group: straight to rank 0
     assert list(rt[3].poll()) == []                # the leader holds its members' messages
     rt[3].send(0, Goodbye({}))                     # and its own
     rt[3].flush()
-    assert [m for _, m in net.inbox[0]] == [Started(9, 1)]    # nothing urgent: still held
+    assert [m for _, m in net.inbox[0]] == [Commit(9, 0.0)]   # nothing urgent: still held
     rt[4].send(0, Request(2))
     list(rt[3].poll())
     rt[3].flush()                                  # a Request goes at once, with the rest
     got = list(rt[0].poll())
-    assert got == [(1, Started(9, 1)), (4, Started(7, 1)), (5, Report(0, ())), (3, Goodbye({})),
+    assert got == [(1, Commit(9, 0.0)), (4, Commit(7, 0.0)), (5, Report(0, ())), (3, Goodbye({})),
                    (4, Request(2))]
     assert rt[0].channel.received == 2            # two MPI messages carried five logical ones
     assert rt[3].goodbyes == {3} and not rt[3].relay_done      # members 4 and 5 still run
+
+
+def test_only_an_urgent_report_goes_at_once():
+    net, rt = routers(max_delay=60.0)
+    rt[4].send(0, Report(3, (), 10, commit=Commit(2, 0.0)))       # no credits: held
+    rt[5].send(0, Report(1, (), 0, credits=1))                    # asks for its reserve: held too
+    list(rt[3].poll())
+    rt[3].flush()
+    assert not net.inbox[0]
+    rt[5].send(0, Report(2, (), 0, credits=1, urgent=True))       # idle, waits for work: goes now
+    list(rt[3].poll())
+    rt[3].flush()
+    assert [src for src, _ in rt[0].poll()] == [4, 5, 5]
+    rt[4].send(0, Revoked((1,)))                                  # a steal under way: goes now
+    list(rt[3].poll())
+    rt[3].flush()
+    assert list(rt[0].poll()) == [(4, Revoked((1,)))]
 
 
 def test_old_messages_go_after_max_delay():
@@ -113,15 +130,19 @@ def test_down_bundle_per_leader_per_pass_is_split_to_the_workers():
 
 
 class ScriptedWorker:
-    """Asks for 2, runs one mini-batch per `every` pumps, fails the first try of `bad`."""
+    """Asks for 2, runs one mini-batch per `every` pumps, fails the first try of `bad`. Like
+    prs_mpi.worker, its Report carries its request for work and the Commit it held (protocol.py)."""
 
     def __init__(self, rank, send, every=1, bad=()):
         self.rank, self.send, self.every, self.bad = rank, send, every, set(bad)
         self.queue, self.asked, self.ticks, self.done, self.flush = deque(), 0, 0, False, 0
         self.got: list = []
+        self.held: Commit | None = None
 
     def handle(self, msg):
         self.got.append(msg)
+        if isinstance(msg, Offset) and msg.assign is not None:
+            self.handle(msg.assign)
         if isinstance(msg, Assign):
             self.queue.extend(zip(msg.batches, msg.attempts))
             self.asked -= len(msg.batches)
@@ -130,8 +151,13 @@ class ScriptedWorker:
             self.queue = deque((b, a) for b, a in self.queue if b.id not in back)
             self.send(Revoked(back))
         elif isinstance(msg, Offset):
-            self.send(Commit(msg.flush_id, 0.0))
+            self.held = Commit(msg.flush_id, 0.0)
+            if not self.queue:                   # idle: nothing else will carry it
+                self.send(self.held)
+                self.held = None
         elif isinstance(msg, Stop):
+            if self.held:
+                self.send(self.held)
             self.done = True
             self.send(Goodbye({}))
 
@@ -144,8 +170,10 @@ class ScriptedWorker:
             ok = not (b.id in self.bad and n == 1)
             a = Attempt(b.id, n, self.rank, "h", 1, 1, int(ok), 1 - int(ok), 0, 0, 0, 0, "ok" if ok else "failed",
                         None if ok else "boom", 10 if ok else 0)
-            self.send(Started(b.id, n))
-            self.send(Report(self.flush, (a,), a.nbytes))
+            credits = 2 - len(self.queue) - self.asked if len(self.queue) + self.asked < 2 else 0
+            self.send(Report(self.flush, (a,), a.nbytes, credits=credits, commit=self.held))
+            self.asked += credits
+            self.held = None
             self.flush += 1
         if len(self.queue) + self.asked < 2:
             self.send(Request(2 - len(self.queue) - self.asked))
@@ -157,7 +185,9 @@ def test_a_whole_job_through_relays_exactly_once_with_retries_and_stealing():
     journal = SimpleNamespace(rows=[], failed=[])
     journal.commit = lambda off, length, hdr, rows: journal.rows.extend(rows)
     journal.listing = lambda *a: None
-    attempts = SimpleNamespace(attempt=lambda *a, **k: None, error=lambda *a: None, first_error=None)
+    journal.flush = lambda: None
+    attempts = SimpleNamespace(attempt=lambda *a, **k: None, committed=lambda *a: None, error=lambda *a: None,
+                               first_error=None)
     specs = iter(MiniBatchSpec(id=i, items=(f"f{i}",), nitems=1) for i in range(40))
     d = Dispatcher(SimpleNamespace(run_max_try=3), specs, {r: "h" for r in range(1, 6)}, rt[0].send,
                    journal, attempts, Accounting())
@@ -182,6 +212,7 @@ def test_a_whole_job_through_relays_exactly_once_with_retries_and_stealing():
     retry = [b for b in journal.rows if b[0] == 6]
     assert retry[0][1] == 2                                               # committed on its 2nd try
     assert any(isinstance(m, Revoke) for m in workers[5].got)             # stolen from the slow member
+    assert any(isinstance(m, Offset) and m.assign for w in workers.values() for m in w.got)   # work with offsets
     assert rt[0].channel.received < 0.8 * handled          # fewer MPI messages than logical ones
 
 

@@ -32,6 +32,19 @@ def test_every_item_exactly_once_through_a_leader(jobdir):
     assert "leaders: 1 relay rank(s) [3]" in (jobdir.out / "logs" / "sys" / "rank0.log").read_text()
 
 
+def test_long_mini_batches_with_a_reserve_behind_the_leader(jobdir):
+    """From 50 ms on, a worker behind a leader holds one mini-batch in reserve and its Reports wait
+    for the bundle to fill; the tail takes reserves back by stealing: still exactly once."""
+    jobdir.files(40)
+    jobdir.script(SLOW_ECHO.replace("0.02", "0.07"))
+    r = launch(6, ["run", str(jobdir.job(mini_batch_size=1, dispatch=LEADERS))])
+    assert r.returncode == 0, r.output
+    assert sorted(jobdir.rows()) == expected_names(40)
+    rows = attempts_rows(jobdir)
+    assert sorted(int(row[0]) for row in rows) == list(range(40))          # one attempt each
+    assert {int(row[2]) for row in rows} & {4, 5}
+
+
 def test_short_mini_batches_with_prefetch_and_stealing(jobdir):
     """Tiny mini-batches are prefetched, so the end of the job revokes queued ones: still once."""
     jobdir.files(300)

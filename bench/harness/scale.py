@@ -52,8 +52,9 @@ def dispatcher_costs(cfg: Settings, section: Section) -> dict | None:
 
 def model_costs(ok: list[dict], logic: dict | None, section: Section) -> dict:
     """The model's inputs from prs-mpi's own figures (fastest repetition: on a cluster rank 0 has
-    its core to itself). Per long mini-batch rank 0 receives Request, Started, Report, Commit and
-    sends Assign, Offset (bench/dispatch_costs.py); with leaders those ride in Bundles."""
+    its core to itself). Per long mini-batch rank 0 receives one Report (asking for the next one,
+    carrying the previous Commit) and sends one Offset (carrying the Assign): the model's request
+    and reply (bench/dispatch_costs.py, protocol.py); with leaders those ride in Bundles."""
     m = {k: min(r[k] for r in ok) for k in ("latency_s", "prs_recv_s", "prs_send_s", "prs_bundle_s",
                                             "prs_bundled_s", "prs_bundle_send_s", "c_msg_s")}
     work = logic["batch_s"]["1"] if logic else None
@@ -64,18 +65,18 @@ def model_costs(ok: list[dict], logic: dict | None, section: Section) -> dict:
     send_in_bundle = max(0.0, (m["prs_bundle_send_s"] - send) / 32)   # bundles of 32 were sent
     into = m["prs_bundled_s"]
     costs = {"latency": m["latency_s"], "node_latency": m["latency_s"], "c_msg": recv + send,
-             "c_in": recv, "c_out": send, "c_req": 0.0, "c_batch": work + 3 * recv + send,
+             "c_in": recv, "c_out": send, "c_req": 0.0, "c_batch": work,
              "h_c_in": m["prs_bundle_s"], "h_c_out": send, "h_c_req": into + send_in_bundle,
-             "h_c_batch": work + 3 * into + send_in_bundle,
-             "leader_c": 4 * (recv + send_in_bundle) + 2 * (into + send), "relay_delay": RELAY_DELAY}
+             "h_c_batch": work, "leader_c": recv + send_in_bundle + into + send, "relay_delay": RELAY_DELAY}
     section.facts.append(
         f"Model inputs, µs: dispatcher work per mini-batch {work * 1e6:.1f}; MPI per message received "
         f"{recv * 1e6:.1f} / sent {send * 1e6:.1f}; per Bundle received {m['prs_bundle_s'] * 1e6:.1f} + "
         f"{into * 1e6:.1f} per message in it; per message in a sent Bundle {send_in_bundle * 1e6:.1f}. "
-        f"Flat rank-0 cost per long mini-batch: {(costs['c_msg'] + costs['c_batch']) * 1e6:.1f} µs; with "
-        f"leaders {(costs['h_c_req'] + costs['h_c_batch']) * 1e6:.1f} µs + one Bundle in/out per leader "
-        f"per pass; a leader's relay work {costs['leader_c'] * 1e6:.0f} µs per mini-batch, "
-        f"{RELAY_DELAY * 1e3:g} ms wake-up delay per hop (its idle back-off).")
+        f"Flat rank-0 cost per long mini-batch (1 message in, 1 out): "
+        f"{(costs['c_msg'] + costs['c_batch']) * 1e6:.1f} µs; with leaders "
+        f"{(costs['h_c_req'] + costs['h_c_batch']) * 1e6:.1f} µs + one Bundle in/out per leader per pass; "
+        f"a leader's relay work {costs['leader_c'] * 1e6:.0f} µs per mini-batch, {RELAY_DELAY * 1e3:g} ms "
+        "wake-up delay per hop (its idle back-off).")
     return costs
 
 
@@ -100,8 +101,8 @@ def run(cfg: Settings) -> Section:
                                              f"{r['topology']}", "%", [r["efficiency"] * 100],
                                     "target >= 90 %"))
     section.facts.append(
-        f"{per_worker} mini-batches per worker, log-normal sigma 0.5, no prefetch from 50 ms on (as "
-        f"prs_mpi.worker), 1 descriptor per request; hierarchical = {NODE_SIZE} workers per node "
-        "leader relaying in Bundles. 'zero-overhead' is the greedy schedule of the same durations "
+        f"{per_worker} mini-batches per worker, log-normal sigma 0.5, no prefetch from 50 ms on but "
+        f"one in reserve behind a leader (as prs_mpi.worker), 1 descriptor per request; hierarchical = "
+        f"{NODE_SIZE} workers per node leader relaying in Bundles (held up to 50 ms unless a worker idles). 'zero-overhead' is the greedy schedule of the same durations "
         "with free dispatch (the tail alone).")
     return section

@@ -1,0 +1,183 @@
+"""The worker's side of the protocol without MPI or a child: what it sends rank 0 and when
+(requests riding on Reports, Commits held until the next Report, Offsets carrying work)."""
+from __future__ import annotations
+
+from collections import deque
+from types import SimpleNamespace
+
+import pytest
+
+from prs_mpi import worker as worker_mod
+from prs_mpi.child import RunResult
+from prs_mpi.dataset import MiniBatchSpec
+from prs_mpi.protocol import Assign, Commit, Goodbye, Offset, Report, Request, Stop
+from prs_mpi.runlog import committed_rows
+from prs_mpi.worker import Worker
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def time(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+class FakeRunner:
+    """Finishes each submitted mini-batch when told to (`finish()`), with 8 bytes of rows."""
+
+    pid = 4242
+    waitables: list = []
+
+    def __init__(self) -> None:
+        self.events = deque([("init_ok", 0.1)])
+        self.submitted: deque = deque()
+
+    def start(self) -> None:
+        pass
+
+    def poll(self):
+        return self.events.popleft() if self.events else None
+
+    def submit_many(self, group) -> None:
+        self.submitted.extend(group)
+
+    def finish(self) -> None:
+        batch, _ = self.submitted.popleft()
+        self.events.append(("result", batch.id, RunResult("ok", 1, 1, data=b"row %03d\n" % batch.id)))
+
+    def shutdown(self, timeout: float) -> None:
+        return None
+
+    def kill(self) -> None:
+        pass
+
+
+@pytest.fixture
+def setup(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(worker_mod, "time", clock)
+    cfg = SimpleNamespace(prefetch=2, flush_bytes=1 << 20, flush_interval=0.5, init_max_try=3,
+                          run_invocation_timeout=60.0)
+    sent: list = []
+    runner = FakeRunner()
+    output = SimpleNamespace(writes=[], write_chunks=lambda off, chunks: output.writes.append((off, chunks)) or 0.01)
+    w = Worker(3, "h", cfg, sent.append, output, lambda: runner)
+    w.mean_run = 0.2            # it has seen long mini-batches: no prefetch (worker.LONG_RUN)
+    return w, sent, runner, clock, output
+
+
+def spec(i: int) -> MiniBatchSpec:
+    return MiniBatchSpec(i, (f"f{i}",), 1)
+
+
+def commit_of(report: Report, seconds: float = 0.01) -> Commit:
+    """The Commit a worker sends once `report`'s bytes are written: it carries the csv rows."""
+    return Commit(report.flush_id, seconds, committed_rows(list(report.attempts), seconds))
+
+
+def run_one(w, runner, clock, seconds=0.2):
+    clock.now += seconds
+    runner.finish()
+    w.step()
+
+
+def test_long_mini_batches_cost_one_message_each_way(setup):
+    w, sent, runner, clock, output = setup
+    w.step()                                       # init done: ask for one
+    assert sent == [Request(1)]
+    w.handle(Assign((spec(0),), (1,)))
+    w.step()
+    sent.clear()
+    run_one(w, runner, clock)                      # finished, idle: Report asks for the next one
+    assert sent == [Report(0, sent[0].attempts, 8, None, credits=1, commit=None, urgent=True)]
+    assert sent[0].attempts[0].digest == spec(0).digest()     # computed here, not at rank 0
+    first = sent[0]
+    sent.clear()
+    w.handle(Offset(0, 100, None, Assign((spec(1),), (1,))))
+    w.step()
+    assert output.writes == [(100, [b"row 000\n"])] and list(runner.submitted) == [(spec(1), 1)]
+    assert sent == []                              # the Commit waits: work runs
+    run_one(w, runner, clock)
+    assert sent == [Report(1, sent[0].attempts, 8, None, credits=1, commit=commit_of(first), urgent=True)]
+    assert sent[0].commit.rows.startswith("0,1,3,h,4242,1,1,0,1000.000000,1000.200000,")
+    second = sent[0]
+    sent.clear()
+    w.handle(Offset(1, 108))                       # no work came with it: idle, so commit now
+    w.step()
+    assert sent == [commit_of(second)]
+
+
+def test_behind_a_leader_one_long_mini_batch_waits_in_reserve(setup):
+    w, sent, runner, clock, output = setup
+    w.reserve = 1
+    w.step()
+    assert sent == [Request(2)]                    # the one to run and one in reserve
+    w.handle(Assign((spec(0), spec(1)), (1, 1)))
+    w.step()
+    assert list(runner.submitted) == [(spec(0), 1)] and len(w.queue) == 1   # the reserve stays stealable
+    sent.clear()
+    run_one(w, runner, clock)                      # the reserve starts at once: not urgent
+    assert [(m.credits, m.urgent) for m in sent] == [(1, False)] and list(runner.submitted) == [(spec(1), 1)]
+    w.handle(Offset(0, 0))                         # no work yet: the reserve is gone
+    w.step()
+    sent.clear()
+    run_one(w, runner, clock)                      # idle now: urgent, and the held Commit rides along
+    assert [(m.credits, m.urgent, m.commit.flush_id) for m in sent] == [(1, True, 0)]
+
+
+def test_a_held_commit_goes_alone_after_flush_interval(setup):
+    w, sent, runner, clock, output = setup
+    w.step()
+    w.handle(Assign((spec(0),), (1,)))
+    w.step()
+    run_one(w, runner, clock)
+    first = sent[-1]
+    w.handle(Offset(0, 0, None, Assign((spec(1),), (1,))))
+    w.step()
+    sent.clear()
+    clock.now += 0.4
+    w.step()
+    assert sent == []
+    clock.now += 0.2                               # past flush_interval, still running
+    w.step()
+    assert sent == [commit_of(first)]
+
+
+def test_stop_sends_the_held_commit_before_goodbye(setup):
+    w, sent, runner, clock, output = setup
+    w.step()
+    w.handle(Assign((spec(0),), (1,)))
+    w.step()
+    run_one(w, runner, clock)
+    first = sent[-1]
+    w.handle(Offset(0, 0, None, Assign((spec(1),), (1,))))
+    w.step()
+    sent.clear()
+    w.handle(Stop("done", "interrupt"))            # finish the running one, then leave
+    run_one(w, runner, clock)
+    w.handle(Offset(1, 8))
+    for _ in range(3):
+        w.step()
+    kinds = [type(m) for m in sent]
+    assert kinds == [Report, Commit, Goodbye] and sent[0].commit == commit_of(first)
+    assert sent[0].credits == 0                    # stopping: no more work asked for
+
+
+def test_idle_with_a_request_held_by_a_leader_it_asks_again_urgently(setup):
+    w, sent, runner, clock, output = setup
+    w.reserve = 1
+    w.step()
+    w.handle(Assign((spec(0),), (1,)))             # one of the two came; one is still asked for
+    w.step()
+    sent.clear()
+    run_one(w, runner, clock)                      # idle: asks for one more, urgently
+    assert [(type(m), m.credits, m.urgent) for m in sent] == [(Report, 1, True)] and w.requested == 2
+    w.handle(Offset(0, 0, None, Assign((spec(1),), (1,))))
+    w.step()
+    sent.clear()
+    run_one(w, runner, clock)                      # idle again while one request is still out
+    assert [(type(m), m.credits, m.urgent) for m in sent] == [(Report, 1, True)] and w.requested == 2
