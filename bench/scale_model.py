@@ -2,10 +2,10 @@
 
 Efficiency = useful work / (workers x makespan). It models what prs_mpi does:
 
-workers       as prs_mpi.worker: a mini-batch of ``LONG_RUN`` (50 ms) or more is not prefetched
-              (ask for 1 when idle: one round trip per mini-batch), except behind a leader, where
-              ``RESERVE`` (1) waits behind the running one; shorter ones keep ``prefetch`` (k)
-              queued, asking for ``k - queued`` when ``b`` fit.
+workers       as prs_mpi.worker: from a mean of ``LONG_RUN`` (50 ms) on, ``RESERVE`` (1)
+              mini-batch waits behind the running one (the next request rides on the Report of
+              the one that ends); shorter ones keep ``prefetch`` (k) queued, asking for
+              ``k - queued`` when ``b`` fit.
 rank 0        as prs_mpi.job.RankLoop: a loop pass takes every message that has arrived, handles
               them, then sends the replies; a pass costs ``c_in`` per MPI message received,
               ``c_req`` per logical request, ``c_batch`` per descriptor dealt (the dispatcher's
@@ -71,8 +71,8 @@ class Costs:
                        c_req=pick(self.h_c_req, f.c_req), c_batch=pick(self.h_c_batch, f.c_batch))
 
 
-LONG_RUN = 0.05    # prs_mpi.worker.LONG_RUN: no prefetch from this mean duration on ...
-RESERVE = 1        # ... but one in reserve behind a leader (prs_mpi.worker: reserve)
+LONG_RUN = 0.05    # prs_mpi.worker.LONG_RUN: from this mean duration on ...
+RESERVE = 1        # ... only one in reserve (prs_mpi.worker: reserve)
 HOLD = 0.05        # prs_mpi.leader.MAX_DELAY: how long a leader holds requests of busy workers
 
 
@@ -84,7 +84,7 @@ class Scenario:
     duration: float  # mean mini-batch duration (s)
     sigma: float = 0.5
     per_worker: int = 50  # mini-batches per worker: job length
-    prefetch: int = -1  # -1: as prs-mpi (from LONG_RUN on 0, or RESERVE behind a leader; else 2)
+    prefetch: int = -1  # -1: as prs-mpi (from LONG_RUN on RESERVE, else 2)
     batch: int = 1
     node_size: int = 0  # 0 = flat; else workers per node leader
     seed: int = 0
@@ -95,7 +95,7 @@ class Scenario:
         if self.prefetch >= 0:
             return self.prefetch
         if self.duration >= LONG_RUN:
-            return RESERVE if self.node_size else 0
+            return RESERVE
         return 2
 
 

@@ -119,8 +119,7 @@ def make_worker(cfg: JobConfig, layout: Layout, channel: Channel, output: Any) -
     send = lambda msg: channel.send(0, msg)  # noqa: E731
     start_log = StartLog(os.path.join(cfg.output_dir, ".prs"), layout.rank)
     start_log.run_begins()
-    reserve = 1 if getattr(channel, "leader", 0) else 0     # behind a leader: see Worker.reserve
-    return Worker(layout.rank, layout.host, cfg, send, output, factory, monitor, start_log, reserve)
+    return Worker(layout.rank, layout.host, cfg, send, output, factory, monitor, start_log)
 
 
 def _input_options(cfg: JobConfig) -> dict[str, Any]:

@@ -38,9 +38,9 @@ of rank 0; the leader (a worker itself) packs them, its own included, into
     L → D  Bundle(((src, msg), ...)) every logical message of its group since the last bundle,
                                      in arrival order; sent at once when it holds a Request, a
                                      Revoked or an urgent Report (a worker may wait for work),
-                                     else after max_delay or max_bundle messages. Behind a
-                                     leader a worker keeps one long mini-batch in reserve, so
-                                     that its Reports need not be urgent and bundles fill up
+                                     else after max_delay or max_bundle messages. A worker
+                                     keeps one long mini-batch in reserve, so that its
+                                     Reports need not be urgent and bundles fill up
     D → L  Bundle(((dest, msg), ...)) what the dispatcher sent to the group in one loop pass;
                                      the leader forwards each to `dest` (or keeps its own)
 

@@ -26,7 +26,7 @@ MAX_PREFETCH = 64
 PIPELINE = 2                  # mini-batches handed to the runner at once: the child never waits for us
 TINY_RUN = 0.001              # mini-batches shorter than this ...
 TINY_PIPELINE = 16            # ... are handed over this many at a time, in one message
-LONG_RUN = 0.05               # mini-batches longer than this are not prefetched (but see `reserve`)
+LONG_RUN = 0.05               # mini-batches longer than this: one in reserve only (see `reserve`)
 
 
 @dataclass
@@ -42,10 +42,12 @@ class Flush:
 
 class Worker:
     def __init__(self, rank: int, host: str, cfg: Any, send: Any, output: Any, runner_factory: Any,
-                 monitor: Any = None, start_log: Any = None, reserve: int = 0) -> None:
+                 monitor: Any = None, start_log: Any = None, reserve: int = 1) -> None:
         self.rank, self.host, self.cfg = rank, host, cfg
-        # long mini-batches held beyond the running one: 1 behind a leader, so that the leader may
-        # hold this worker's Reports for up to leader.MAX_DELAY and send rank 0 fuller bundles
+        # long mini-batches held beyond the running one (1): the next one starts without a round
+        # trip to rank 0 (heavy-tailed 100 ms load balance 1.097 -> 1.062, bench/RESULTS.md), a
+        # leader may hold this worker's Reports for up to leader.MAX_DELAY (fuller bundles), and
+        # at the tail stealing takes a reserve back for an idle worker
         self.reserve = reserve
         self.send = send                      # send(msg) → rank 0
         self.output = output

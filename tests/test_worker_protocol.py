@@ -65,7 +65,7 @@ def setup(monkeypatch):
     sent: list = []
     runner = FakeRunner()
     output = SimpleNamespace(writes=[], write_chunks=lambda off, chunks: output.writes.append((off, chunks)) or 0.01)
-    w = Worker(3, "h", cfg, sent.append, output, lambda: runner)
+    w = Worker(3, "h", cfg, sent.append, output, lambda: runner, reserve=0)   # tests set their reserve
     w.mean_run = 0.2            # it has seen long mini-batches: no prefetch (worker.LONG_RUN)
     return w, sent, runner, clock, output
 
@@ -111,7 +111,7 @@ def test_long_mini_batches_cost_one_message_each_way(setup):
     assert sent == [commit_of(second)]
 
 
-def test_behind_a_leader_one_long_mini_batch_waits_in_reserve(setup):
+def test_one_long_mini_batch_waits_in_reserve(setup):
     w, sent, runner, clock, output = setup
     w.reserve = 1
     w.step()

@@ -101,8 +101,8 @@ def run(cfg: Settings) -> Section:
                                              f"{r['topology']}", "%", [r["efficiency"] * 100],
                                     "target >= 90 %"))
     section.facts.append(
-        f"{per_worker} mini-batches per worker, log-normal sigma 0.5, no prefetch from 50 ms on but "
-        f"one in reserve behind a leader (as prs_mpi.worker), 1 descriptor per request; hierarchical = "
+        f"{per_worker} mini-batches per worker, log-normal sigma 0.5, from 50 ms on "
+        f"one in reserve (as prs_mpi.worker), 1 descriptor per request; hierarchical = "
         f"{NODE_SIZE} workers per node leader relaying in Bundles (held up to 50 ms unless a worker idles). 'zero-overhead' is the greedy schedule of the same durations "
         "with free dispatch (the tail alone).")
     return section

@@ -67,7 +67,12 @@ def test_relays_help_only_with_the_per_message_part_of_rank_zeros_cost():
     assert abs(tree["efficiency"] - flat["efficiency"]) < 0.1
 
 
-def test_long_mini_batches_are_not_prefetched_like_prs_mpi():
-    assert sm.Scenario(workers=1, duration=0.2).depth == 0
+def test_long_mini_batches_keep_one_in_reserve_like_prs_mpi():
+    from prs_mpi.worker import LONG_RUN, Worker
+    import inspect
+    assert sm.LONG_RUN == LONG_RUN
+    assert sm.RESERVE == inspect.signature(Worker).parameters["reserve"].default
+    assert sm.Scenario(workers=1, duration=0.2).depth == sm.RESERVE == 1
+    assert sm.Scenario(workers=1, duration=0.2, node_size=64).depth == 1
     assert sm.Scenario(workers=1, duration=0.01).depth == 2
     assert sm.Scenario(workers=1, duration=0.2, prefetch=3).depth == 3
