@@ -93,9 +93,10 @@ def parse_result(output_dir: Path) -> dict:
 
 
 def run_prs(workload: PrsWorkload, ranks: int, isolation: str = "process",
-            timeout: float = 600, keep: bool = False) -> dict:
+            timeout: float = 600, keep: bool = False, pss: bool = False) -> dict:
     """Run ``mpiexec -n ranks prs-mpi run job.toml``; return its figures plus ``outer_s`` and
-    ``rss`` (peak MB per rank: ``{"supervisor": {rank: MB}, "children": {rank: MB}}``)."""
+    ``rss`` (peak MB per rank: ``{"supervisor": {rank: MB}, "children": {rank: MB}}``, and
+    ``"supervisor_pss"`` when ``pss``: sampling it costs CPU, so the timed workloads skip it)."""
     missing = prs_missing()
     if missing:
         raise PeerError(missing)
@@ -107,7 +108,7 @@ def run_prs(workload: PrsWorkload, ranks: int, isolation: str = "process",
     samplers: list[TreeSampler] = []
 
     def watch(pid: int) -> None:
-        samplers.append(TreeSampler(pid))
+        samplers.append(TreeSampler(pid, pss=pss))
         samplers[0].start()
 
     try:

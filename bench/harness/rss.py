@@ -13,9 +13,10 @@ PROXY_NAMES = ("hydra_pmi_proxy",)
 class TreeSampler(threading.Thread):
     """Sample the process tree under ``root_pid`` every ``interval`` seconds until ``stop()``."""
 
-    def __init__(self, root_pid: int, interval: float = 0.05):
+    def __init__(self, root_pid: int, interval: float = 0.05, pss: bool = False):
         super().__init__(daemon=True)
         self.root_pid = root_pid
+        self.pss = pss      # PSS reads /proc/<pid>/smaps: ~0.3 ms a process, so only when asked
         self.interval = interval
         # (rank, "supervisor"|"supervisor_pss"|"children") -> bytes. PSS splits the pages a
         # supervisor shares with the other ranks (libpython, libmpi, MPI shared memory) among them:
@@ -62,7 +63,7 @@ class TreeSampler(threading.Thread):
                 key = self._key(proc)
                 if key is not None:
                     totals[key] = totals.get(key, 0) + proc.memory_info().rss
-                if key is not None and key[1] == "supervisor":
+                if self.pss and key is not None and key[1] == "supervisor":
                     totals[(key[0], "supervisor_pss")] = proc.memory_full_info().pss
             except psutil.Error:
                 continue
