@@ -129,8 +129,9 @@ def test_one_long_mini_batch_waits_in_reserve(setup):
     assert [(m.credits, m.urgent, m.commit.flush_id) for m in sent] == [(1, True, 0)]
 
 
-def test_a_held_commit_goes_alone_after_flush_interval(setup):
-    w, sent, runner, clock, output = setup
+def hold_a_commit(w, sent, runner, clock) -> Report:
+    """Run mini-batch 0 and write it; mini-batch 1 arrives with the Offset and runs, so the
+    Commit of 0 is held. Returns 0's Report."""
     w.step()
     w.handle(Assign((spec(0),), (1,)))
     w.step()
@@ -139,6 +140,12 @@ def test_a_held_commit_goes_alone_after_flush_interval(setup):
     w.handle(Offset(0, 0, None, Assign((spec(1),), (1,))))
     w.step()
     sent.clear()
+    return first
+
+
+def test_a_held_commit_goes_alone_after_flush_interval(setup):
+    w, sent, runner, clock, output = setup
+    first = hold_a_commit(w, sent, runner, clock)
     clock.now += 0.4
     w.step()
     assert sent == []
@@ -149,14 +156,7 @@ def test_a_held_commit_goes_alone_after_flush_interval(setup):
 
 def test_stop_sends_the_held_commit_before_goodbye(setup):
     w, sent, runner, clock, output = setup
-    w.step()
-    w.handle(Assign((spec(0),), (1,)))
-    w.step()
-    run_one(w, runner, clock)
-    first = sent[-1]
-    w.handle(Offset(0, 0, None, Assign((spec(1),), (1,))))
-    w.step()
-    sent.clear()
+    first = hold_a_commit(w, sent, runner, clock)
     w.handle(Stop("done", "interrupt"))            # finish the running one, then leave
     run_one(w, runner, clock)
     w.handle(Offset(1, 8))
