@@ -182,8 +182,6 @@ class Dispatcher:
             peer.outstanding[p.spec.id] = p
             self.tracked[p.spec.id] = p
         self._want(peer, -len(batch))
-        if len(batch) == 1:
-            return Assign((batch[0].spec,), (batch[0].attempt,))
         return Assign(tuple(p.spec for p in batch), tuple(p.attempt for p in batch))
 
     def _steal(self) -> bool:

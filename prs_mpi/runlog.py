@@ -105,9 +105,6 @@ _line_writer = csv.writer(_line)
 
 def committed_rows(ok: list[Any], write_seconds: float) -> str:
     """The rows of a flush's successful attempts; the flush's write time is shared by bytes."""
-    if len(ok) == 1:
-        a = ok[0]
-        return attempt_row(a, write_seconds * a.nbytes / (a.nbytes or 1))
     total = sum(a.nbytes for a in ok) or 1
     return "".join([attempt_row(a, write_seconds * a.nbytes / total) for a in ok])
 
@@ -123,9 +120,8 @@ class AttemptLog:
         path = os.path.join(sys_dir, "processed_mini_batches.csv")
         new = not os.path.exists(path) or os.path.getsize(path) == 0
         self.csv_file = open(path, "a", newline="")
-        self.writer = csv.writer(self.csv_file)
         if new:
-            self.writer.writerow(PROCESSED_COLUMNS)
+            csv.writer(self.csv_file).writerow(PROCESSED_COLUMNS)
         self.error_path = os.path.join(output_dir, "logs", "job_error.txt")
         self.errors_logged = 0
         self.first_error: str | None = None
