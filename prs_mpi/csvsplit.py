@@ -167,7 +167,6 @@ def _irregular(state: int, c: int, d: Dialect) -> bool:
     return state == _QUOTE_END and c not in (d.quote, d.delimiter, d.newline, 13)
 
 
-
 class RangeReader(io.RawIOBase):
     """``prefix`` (a slice's header records), then bytes [start, stop) of the open binary file
     ``f`` (to its end when ``stop`` is None), as one read-only stream.  The parser pulls it in
