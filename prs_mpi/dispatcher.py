@@ -72,6 +72,10 @@ class Dispatcher:
         self.wants_total = 0
         self.fresh: deque[Pending] = deque()
         self.retries: deque[Pending] = deque()
+        # resume: mini-batches an earlier run died under. Dealt last, so that a poison pill takes
+        # the job down only once all else is done, and an outside kill early in each run does not
+        # charge the same first-dealt mini-batches again and again (false poison verdicts).
+        self.suspects: deque[Pending] = deque()
         self.listing_done = False
         self.listed_batches = 0
         self.listed_items = 0
@@ -134,6 +138,9 @@ class Dispatcher:
             if attempt < 0:
                 self._poison(spec)
                 continue
+            if attempt > 1:
+                self.suspects.append(Pending(spec, attempt))
+                continue
             self.fresh.append(Pending(spec, attempt))
             added += 1
         return added > 0 and len(self.fresh) - added < demand
@@ -153,7 +160,9 @@ class Dispatcher:
             if peer.rank not in p.tried or alive <= p.tried:
                 del self.retries[i]
                 return p
-        return self.fresh.popleft() if self.fresh else None
+        if self.fresh:
+            return self.fresh.popleft()
+        return self.suspects.popleft() if self.suspects and self.listing_done else None
 
     def _serve(self) -> bool:
         if self.stop_reason:
@@ -186,7 +195,7 @@ class Dispatcher:
 
     def _steal(self) -> bool:
         """Idle worker, nothing left to hand out: take back what a busy worker has not started."""
-        if self.stop_reason or self.fresh or self.retries or not self.listing_done:
+        if self.stop_reason or self.fresh or self.retries or self.suspects or not self.listing_done:
             return False
         idle = [p for p in self.wanting.values() if not p.outstanding]
         if not idle:
@@ -335,7 +344,7 @@ class Dispatcher:
             self.begin_stop(reason, "failed")
 
     def _check_done(self) -> None:
-        if self.stop_reason or not self.listing_done or self.fresh or self.retries or self.flushes:
+        if self.stop_reason or not self.listing_done or self.fresh or self.retries or self.suspects or self.flushes:
             return
         if self.tracked:     # handed out, not final yet: outstanding somewhere (cheap test first)
             return

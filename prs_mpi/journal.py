@@ -198,12 +198,32 @@ class JournalState:
     batches_total: int | None = None
     items_total: int | None = None
 
+    def kept_end(self) -> int:
+        """End of the contiguous committed prefix of the output: what a continuing run keeps."""
+        end = 0
+        for off, length, _hdr in sorted(self.regions):
+            if off != end:
+                break
+            end += length
+        return end
+
+    def cut_to_prefix(self) -> None:
+        """Forget commits past the kept prefix, as the continuing run did by truncating the file.
+
+        Without this a region an earlier run committed past a hole outlives the cut: the next
+        run rewrites those bytes with other rows, its regions can end exactly where the stale one
+        starts, and the stale region would then read as contiguous (rows lost and duplicated)."""
+        end = self.kept_end()
+        self.regions = [r for r in self.regions if r[0] + r[1] <= end]
+        self.committed = {bid: c for bid, c in self.committed.items() if c[4] + c[5] <= end}
+
 
 def replay(state_dir: str) -> JournalState:
     st = JournalState()
     for rec in read_records(state_dir):
         t = rec.get("t")
         if t == "begin":
+            st.cut_to_prefix()
             st.fingerprint = rec.get("fingerprint")
             st.runs += 1
             st.end_state = None

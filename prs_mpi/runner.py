@@ -158,13 +158,8 @@ def _clear(cfg: JobConfig) -> None:
 
 def _continue(cfg: JobConfig, st: JournalState, fp: str, mode: str) -> Prepared:
     """Keep the contiguous committed prefix of the output; everything else runs again."""
-    end = 0
-    header = False
-    for off, length, hdr in sorted(st.regions):
-        if off != end:
-            break
-        end += length
-        header = header or hdr > 0
+    end = st.kept_end()
+    header = any(hdr > 0 for off, length, hdr in st.regions if off + length <= end)
     prep = Prepared(mode, uuid.uuid4().hex[:12], fp, end=end, header_written=header)
     for bid, (attempt, ok, failed, digest, off, length) in st.committed.items():
         if off + length <= end:

@@ -36,13 +36,13 @@ class FakeLog:
         self.rows.append((where, text))
 
 
-def make(n_batches=10, ranks=(1, 2, 3), per=2, run_max_try=3, **acc):
+def make(n_batches=10, ranks=(1, 2, 3), per=2, run_max_try=3, admit=None, **acc):
     cfg = SimpleNamespace(run_max_try=run_max_try)
     specs = iter([MiniBatchSpec(id=i, items=tuple(f"f{i}_{j}" for j in range(per)), nitems=per)
                   for i in range(n_batches)])
     sent = []
     d = Dispatcher(cfg, specs, {r: f"h{r}" for r in ranks}, lambda dest, m: sent.append((dest, m)),
-                   FakeJournal(), FakeLog(), Accounting(**acc))
+                   FakeJournal(), FakeLog(), Accounting(**acc), admit)
     return d, sent
 
 
@@ -80,6 +80,24 @@ def test_pull_assigns_only_what_is_asked_and_everything_once():
     for r in (1, 2, 3):
         d.handle(r, Goodbye({}))
     assert d.finished and d.stop_state == "succeeded"
+
+
+def test_resume_deals_what_an_earlier_run_died_under_last_and_fails_a_poison_pill():
+    """admit: 0 = done, n = attempt n (n > 1: the job died under it n-1 times), -1 = poison."""
+    verdict = {0: 0, 1: 3, 2: 2, 5: -1}
+    d, sent = make(8, ranks=(1,), admit=lambda spec: verdict.get(spec.id, 1))
+    d.handle(1, Request(4))
+    d.step()
+    assert assigned(sent, 1) == [3, 4, 6, 7]              # the suspects wait for everything else
+    finish(d, 1, [3, 4, 6, 7])
+    d.handle(1, Request(4))
+    d.step()
+    got = [m for dest, m in sent if isinstance(m, Assign)][-1]
+    assert [b.id for b in got.batches] == [1, 2] and got.attempts == (3, 2)
+    finish(d, 1, [1, 2])
+    d.step()
+    assert [a[:3] for name, a in d.journal.records if name == "failed"] == [(5, 3, 2)]   # id, attempt, items
+    assert d.acc.batches_ok == 6 and any(isinstance(m, Stop) for _, m in sent)
 
 
 def test_output_offsets_are_disjoint_and_commit_after_write():

@@ -48,6 +48,26 @@ def test_commit_lines_replay(tmp_path):
                             2: (1, 1, 0, 'x"\n', 10, 5)}
 
 
+def test_a_region_past_a_hole_does_not_outlive_the_resume_that_cut_it(tmp_path):
+    """Run 1 commits [0,10) and [20,30) (batch 2) and dies before [10,20) is written; resume cuts
+    the file at 10. Run 2 writes [10,20) with batch 3: [20,30) now holds nothing of batch 2's, and
+    must not count as committed although it lines up with run 2's region."""
+    j = Journal(str(tmp_path))
+    j.begin("run1", "fp", "fresh")
+    j.commit(0, 10, 0, [(0, 1, 1, 0, "aa")])
+    j.commit(20, 10, 0, [(2, 1, 1, 0, "cc")])
+    j.flush()
+    st = replay(str(tmp_path))
+    assert st.kept_end() == 10
+    j.begin("run2", "fp", "resume")
+    j.commit(10, 10, 0, [(3, 1, 1, 0, "dd")])
+    j.close()
+    st = replay(str(tmp_path))
+    assert st.kept_end() == 20
+    assert sorted(st.committed) == [0, 3]
+    assert st.regions == [(0, 10, 0), (10, 10, 0)]
+
+
 def attempt(host="node0001", status="ok", error=None, **kw):
     fields = dict(batch_id=7, attempt=2, rank=3, host=host, pid=4242, nitems=16, succeeded=15, failed=1,
                   start=1700000000.1234567, end=1700000000.3234567, run_seconds=0.2, input_seconds=1e-7,
