@@ -55,7 +55,7 @@ def prefill(d: Dispatcher) -> None:
 
 
 def make(tmp: str, peers: int, items: int) -> tuple[Dispatcher, list]:
-    cfg = SimpleNamespace(run_max_try=3, grace_period=10.0, init_max_try=3)
+    cfg = SimpleNamespace(run_max_try=3, grace_period=10.0, init_max_try=3, speculative=False)
     sent: list = []
     d = Dispatcher(cfg, iter(specs(items)), {r: f"node{r // 64:04d}" for r in range(1, peers + 1)},
                    lambda dest, msg: sent.append((dest, msg)), Journal(tmp), AttemptLog(tmp), Accounting())

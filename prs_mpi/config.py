@@ -97,6 +97,7 @@ class JobConfig:
     models: Mapping[str, str] = field(default_factory=dict)
     placement: PlacementConfig = field(default_factory=PlacementConfig)
     ranks_per_leader: int | str = "auto"   # [dispatch]: "auto" | 0 (no leaders) | N (see prs_mpi/leader.py)
+    speculative: bool = False              # [dispatch]: idle workers re-run stragglers at the tail (protocol.py)
 
     @property
     def output_file(self) -> str:
@@ -262,6 +263,7 @@ def _leaders(v: Any) -> int | str:
 DISPATCH_KEYS: dict[str, tuple[str, Any]] = {
     "ranks_per_leader": ("'auto' (a relay rank per node once there are 2+ nodes or 64+ ranks), 0 (every "
                          "rank talks to rank 0) or an integer N (a relay every N ranks)", _leaders),
+    "speculative": ("true or false (idle workers re-run the slowest running mini-batch at the tail)", _bool),
 }
 
 # where a key that belongs to another table is found: a targeted hint
@@ -423,6 +425,11 @@ def _cross_checks(src: str, cfg: JobConfig) -> None:
                           "for file input use input.partition_format")
     if cfg.input.partition_format and cfg.input.kind != "file":
         raise ConfigError(f"{src}: key 'input.partition_format' needs file input; for tables use partition_keys")
+    if cfg.speculative and (cfg.output_action != "append_row" or cfg.isolation != "process"):
+        raise ConfigError(f"{src}: key 'dispatch.speculative' needs output_action = \"append_row\" and "
+                          f"isolation = \"process\", found {cfg.output_action!r} and {cfg.isolation!r}: a copy run "
+                          "twice would repeat the script's own output, and only a child process can be stopped; "
+                          "set speculative = false")
     if "/" in cfg.append_row_file_name or cfg.append_row_file_name in (".", ".."):
         raise ConfigError(f"{src}: key 'append_row_file_name': expected a plain file name, "
                           f"found {cfg.append_row_file_name!r}")

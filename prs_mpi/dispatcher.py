@@ -1,5 +1,6 @@
 """Rank 0: lists the input lazily, hands out mini-batches on request, steals for idle workers,
-retries failures on another rank, hands out output offsets, journals commits, enforces thresholds.
+retries failures on another rank, hands out output offsets, journals commits, enforces thresholds,
+and (if asked) runs copies of stragglers at the tail, the first success winning (protocol.py).
 
 Rank 0 keeps only descriptors of mini-batches that are pending, in flight or awaiting commit.
 A loop pass costs O(messages), not O(ranks): the peers that want work and the live ones are kept
@@ -8,18 +9,22 @@ in their own collections, so that 10k ranks do not cost a walk over 10k peers pe
 from __future__ import annotations
 
 import logging
+import statistics
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from .protocol import (Assign, Attempt, Commit, Fatal, Goodbye, InitFailed, Leaving, Offset, Report, Request, Revoke,
-                       Revoked, Stop)
+from .protocol import (Assign, Attempt, Cancel, Commit, Fatal, Goodbye, InitFailed, Leaving, Offset, Report, Request,
+                       Revoke, Revoked, Status, Stop)
 from .summary import Accounting
 
 log = logging.getLogger(__name__)
 LIST_BUDGET_SECONDS = 0.001      # listing work per loop pass, so dispatching never stalls
 LIST_AHEAD = 20_000              # descriptors listed ahead of demand (totals known early; memory bounded)
+SPECULATE_AFTER = 1.5            # a copy once the running one has taken this many median run times
+SPECULATE_MIN_SAMPLES = 5        # ... and as many attempts have ended, to know the median
+SPECULATE_EVERY = 0.05           # seconds between looks for stragglers (a walk over the peers)
 
 
 @dataclass
@@ -90,12 +95,16 @@ class Dispatcher:
         self.hard_stop_at: float | None = None
         self.fatal: Fatal | None = None
         self.tracked: dict[int, Pending] = {}   # handed out at least once, not yet final
+        self.copies: dict[int, tuple[int, int]] = {}   # speculation: id → (rank, rank) running it twice
+        self.run_times: deque[float] = deque(maxlen=256)   # of recent attempts, for the median
+        self.next_speculation = 0.0
 
     # -------------------------------------------------------------- the loop's table of contents
     def step(self) -> bool:
         progressed = self._refill()
         progressed |= self._serve()
         progressed |= self._steal()
+        progressed |= self._speculate()
         self._check_grace()
         self._check_thresholds()
         self._check_done()
@@ -211,6 +220,50 @@ class Dispatcher:
             progressed = True
         return progressed
 
+    def _speculate(self) -> bool:
+        """Tail of the job, a worker idle: it gets a copy of the mini-batch that has run longest,
+        if that one is past SPECULATE_AFTER median run times (a slow node). See `_race`."""
+        if (not self.cfg.speculative or self.stop_reason or self.fresh or self.retries or self.suspects
+                or not self.listing_done or len(self.run_times) < SPECULATE_MIN_SAMPLES):
+            return False
+        now = time.time()
+        if now < self.next_speculation:
+            return False
+        idle = [p for p in self.wanting.values() if not p.outstanding]
+        if not idle:
+            return False
+        self.next_speculation = now + SPECULATE_EVERY
+        if any(p.revoking or len(p.outstanding) > 1 for p in self.peers.values()):
+            return False                 # unstarted work is still to be stolen: that first
+        late_since = now - SPECULATE_AFTER * statistics.median(self.run_times)
+        late = sorted((p for p in self.peers.values() if p.outstanding and p.current_since < late_since
+                       and p.running not in self.copies), key=lambda p: p.current_since)
+        for copy, slow in zip(idle, late):
+            bid = slow.running
+            p = slow.outstanding[bid]
+            copy.outstanding[bid] = p
+            copy.current_since = now
+            self.copies[bid] = (slow.rank, copy.rank)
+            self._want(copy, -1)
+            self.acc.speculated += 1
+            self.send(copy.rank, Assign((p.spec,), (p.attempt,)))
+            log.info("mini-batch %d has run %.1fs on rank %d: a copy runs on rank %d", bid, now - slow.current_since,
+                     slow.rank, copy.rank)
+        return bool(late)
+
+    def _race(self, peer: Peer, a: Attempt) -> bool:
+        """One of two copies of a mini-batch ended. The first success is claimed (True: handle it
+        as usual) and the other copy cancelled; a failure leaves the decision to the other copy."""
+        first, second = self.copies.pop(a.batch_id)
+        if not a.ok:
+            self.attempts_log.attempt(a)
+            return False
+        other = self.peers[second if peer.rank == first else first]
+        if other.outstanding.pop(a.batch_id, None) is not None:
+            other.current_since = time.time()
+            self.send(other.rank, Cancel((a.batch_id,)))
+        return True
+
     # -------------------------------------------------------------- handlers
     def _poison(self, spec: Any) -> None:
         error = (f"mini-batch {spec.id} was running each of the {self.cfg.run_max_try} times the whole job died "
@@ -241,6 +294,8 @@ class Dispatcher:
         """Unstarted mini-batches return to the front of the queue, in order, attempt unchanged."""
         for bid in reversed(batch_ids):
             p = peer.outstanding.pop(bid, None)
+            if p is not None and self.copies.pop(bid, None) is not None:
+                continue        # one of two copies: the other one runs on
             if p is not None:   # a retry keeps its "another rank first" rule
                 (self.retries if p.attempt > 1 else self.fresh).appendleft(p)
 
@@ -249,8 +304,14 @@ class Dispatcher:
             self._on_commit(peer, msg.commit)
         outstanding = peer.outstanding
         ok: list[Attempt] = []
+        superseded: list[Attempt] = []
         for a in msg.attempts:
-            outstanding.pop(a.batch_id, None)
+            self.run_times.append(a.end - a.start)
+            if outstanding.pop(a.batch_id, None) is None:      # cancelled: its twin was claimed
+                superseded.append(a)
+                continue
+            if self.copies and a.batch_id in self.copies and not self._race(peer, a):
+                continue
             if a.error:
                 peer.last_error = last_line(a.error) or peer.last_error
             if a.ok:
@@ -258,6 +319,8 @@ class Dispatcher:
             else:
                 self.attempts_log.attempt(a)
                 self._attempt_failed(a)
+        for a in superseded:
+            self.attempts_log.attempt(a, status=Status.SUPERSEDED)
         self.acc.attempts += len(msg.attempts)
         peer.current_since = time.time()         # the next one it holds began when these ended
         if msg.credits:                          # a Request riding on the Report
@@ -266,14 +329,18 @@ class Dispatcher:
         if msg.nbytes == 0:
             self._commit(ok, 0, 0, 0.0, 0, None)
             return
+        nbytes, drop = msg.nbytes, ()
+        if superseded:
+            drop = tuple(a.batch_id for a in superseded if a.nbytes)
+            nbytes -= sum(a.nbytes for a in superseded)
         header = b""
-        if msg.header is not None and not self.header_written:
+        if msg.header is not None and not self.header_written and nbytes:
             header = msg.header
             self.header_written = True
-        self.flushes[(peer.rank, msg.flush_id)] = (ok, self.end, len(header) + msg.nbytes, len(header))
+        self.flushes[(peer.rank, msg.flush_id)] = (ok, self.end, len(header) + nbytes, len(header))
         assign = self._deal(peer) if peer.wants and not self.stop_reason else None
-        self.send(peer.rank, Offset(msg.flush_id, self.end, header or None, assign))
-        self.end += len(header) + msg.nbytes
+        self.send(peer.rank, Offset(msg.flush_id, self.end, header or None, assign, drop))
+        self.end += len(header) + nbytes
 
     def _on_commit(self, peer: Peer, msg: Commit) -> None:
         ok, offset, length, header = self.flushes.pop((peer.rank, msg.flush_id))

@@ -27,7 +27,7 @@ from .runlog import log_paths
 from .transport import Backoff, Channel
 
 log = logging.getLogger(__name__)
-WORKER_TAGS = {Tag.ASSIGN, Tag.REVOKE, Tag.OFFSET, Tag.STOP}
+WORKER_TAGS = {Tag.ASSIGN, Tag.REVOKE, Tag.OFFSET, Tag.STOP, Tag.CANCEL}
 
 
 @dataclass(frozen=True)

@@ -130,15 +130,15 @@ class StartLog:
             self.fd = -1
 
 
-def died_under(lines: list[bytes]) -> list[int]:
-    """Mini-batch ids a job died under, from one rank's start log (see StartLog)."""
-    out: list[int] = []
+def died_under(lines: list[bytes]) -> list[tuple[int, int]]:
+    """(id, attempt) of the mini-batches a job died under, from one rank's start log (StartLog)."""
+    out: list[tuple[int, int]] = []
     last: tuple[int, int] | None = None
     ended: set[tuple[int, int]] = set()
 
     def close_run() -> None:
         if last is not None and last not in ended:
-            out.append(last[0])
+            out.append(last)
 
     for line in lines:
         parts = line.split()
@@ -156,15 +156,20 @@ def died_under(lines: list[bytes]) -> list[int]:
 
 
 def read_started(state_dir: str) -> dict[int, int]:
-    """id → how many runs of the job died while it was running, over every rank's start log."""
-    out: dict[int, int] = {}
+    """id → how many runs of the job died while it was running, over every rank's start log.
+
+    Each run gives a mini-batch a new attempt number, so a death is one (id, attempt) pair: two
+    ranks running copies of the same attempt (speculation) count once."""
+    deaths: set[tuple[int, int]] = set()
     d = os.path.join(state_dir, "started")
     if not os.path.isdir(d):
-        return out
+        return {}
     for name in os.listdir(d):
         with open(os.path.join(d, name), "rb") as f:
-            for bid in died_under(f.read().split(b"\n")):
-                out[bid] = out.get(bid, 0) + 1
+            deaths.update(died_under(f.read().split(b"\n")))
+    out: dict[int, int] = {}
+    for bid, _attempt in deaths:
+        out[bid] = out.get(bid, 0) + 1
     return out
 
 

@@ -12,10 +12,13 @@ Flow for one worker (W) and the dispatcher (D):
                                      `credits` asks for work as a Request would; `commit` is the
                                      Commit of the previous flush when it was held until now;
                                      `urgent`: the worker may run dry soon (see leaders below)
-    D → W  Offset(flush_id, offset, header, assign)
+    D → W  Offset(flush_id, offset, header, assign, drop)
                                      where to Write_at the flush (header first if set); `assign`
-                                     is the Assign for the Report's credits when rank 0 has work
+                                     is the Assign for the Report's credits when rank 0 has work;
+                                     `drop`: leave out these mini-batches' rows (another copy won)
     W → D  Commit(flush_id)          the bytes are in the file: the mini-batches are done
+    D → W  Cancel(batch_ids)         speculation: another rank's copy of these was claimed first;
+                                     drop them, kill the child if it runs one (no attempt charged)
     W → D  InitFailed(error, tries)  init() failed on this rank (it retries; job_error.txt shows it)
     W → D  Leaving(reason, returned) the worker cannot go on (init failed too often)
     D → W  Stop(reason, mode)        finish: drain | interrupt (finish the running one) | abort;
@@ -29,6 +32,14 @@ A worker holds a Commit only while it runs work and at most `flush_interval` sec
 stopping or past that, it sends the Commit on its own. Nothing tells rank 0 when a run begins:
 the oldest mini-batch a worker holds is the one it runs (a worker runs its queue in order), and
 the per-rank start logs (journal.StartLog) charge attempts when the whole job dies.
+
+Speculation (`[dispatch] speculative`). At the tail (nothing left to hand out or steal) an idle
+worker gets a copy of the mini-batch that has run longest, once that one runs well past the
+median (a slow node, a throttled GPU). Both copies are outstanding; the first successful Report
+claims the output (its rows get an offset) and the other copy is cancelled. A Report may still
+bring the cancelled copy's result (it crossed the Cancel): rank 0 knows the mini-batch is no
+longer outstanding on that rank, so the Offset drops its rows. Exactly once holds because only
+a claimed result is ever given an offset, and a mini-batch is claimed once.
 
 Relays (prs_mpi/leader.py; `[dispatch] ranks_per_leader`). With leaders on, the ranks are cut
 into groups (one per node by default); the lowest rank of a group is its leader, and rank 0's
@@ -75,6 +86,7 @@ class Tag(enum.IntEnum):
     # 12 was Started (dropped: rank 0 takes a worker's oldest mini-batch as the running one)
     INIT_FAILED = 13
     BUNDLE = 14
+    CANCEL = 15
 
 
 class Status(enum.StrEnum):
@@ -85,6 +97,7 @@ class Status(enum.StrEnum):
     FAILED = "failed"      # run() raised, or returned something invalid
     TIMEOUT = "timeout"    # run_invocation_timeout passed; the child was killed
     CRASHED = "crashed"    # the child died (segfault, os._exit, OOM kill)
+    SUPERSEDED = "superseded"  # a speculative copy whose twin was claimed first: rows discarded
 
     @property
     def succeeded(self) -> bool:
@@ -174,6 +187,12 @@ class Offset(Compact):
     offset: int
     header: bytes | None = None    # write this first (at `offset`), the rows right after it
     assign: Assign | None = None   # work for the Report's credits, in the same message
+    drop: tuple[int, ...] = ()     # mini-batches of the flush whose rows are not written
+
+
+@dataclass(frozen=True)
+class Cancel:
+    batch_ids: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -222,7 +241,7 @@ TAG_OF: dict[type, Tag] = {
     Request: Tag.REQUEST, Assign: Tag.ASSIGN, Revoke: Tag.REVOKE, Revoked: Tag.REVOKED,
     Report: Tag.REPORT, Offset: Tag.OFFSET, Commit: Tag.COMMIT, Leaving: Tag.LEAVING,
     Stop: Tag.STOP, Goodbye: Tag.GOODBYE, Fatal: Tag.FATAL,
-    InitFailed: Tag.INIT_FAILED, Bundle: Tag.BUNDLE,
+    InitFailed: Tag.INIT_FAILED, Bundle: Tag.BUNDLE, Cancel: Tag.CANCEL,
 }
 
 

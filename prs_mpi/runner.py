@@ -45,7 +45,7 @@ LAYOUT_KEYS = ("input", "mini_batch_size", "partition_keys", "output_action", "a
 # keys that change nothing in the results: ignored by allow_reuse
 NEUTRAL_KEYS = {"logging_level", "allow_reuse", "status_interval", "progress_interval", "resource_monitor_interval",
                 "grace_period", "process_count_per_node", "node_count", "prefetch", "flush_bytes", "flush_interval",
-                "placement", "fsync", "job_file", "ranks_per_leader"}
+                "placement", "fsync", "job_file", "ranks_per_leader", "speculative"}
 
 
 def _digest(obj: Any) -> str:

@@ -27,6 +27,7 @@ class Accounting:
     attempts: int = 0
     retries: int = 0
     reused: int = 0
+    speculated: int = 0                 # copies of stragglers run at the tail ([dispatch] speculative)
 
     def committed(self, succeeded: int, failed: int) -> None:
         self.batches_ok += 1
@@ -103,7 +104,8 @@ class RunResult:
                       "succeeded": acc.items_ok, "failed": acc.items_failed},
             "mini_batches": {"total": acc.batches_total if acc.batches_total is not None else acc.batches_done,
                              "succeeded": acc.batches_ok, "failed": acc.batches_failed,
-                             "retried": acc.retries, "attempts": acc.attempts, "reused": acc.reused},
+                             "retried": acc.retries, "attempts": acc.attempts, "reused": acc.reused,
+                             "speculated": acc.speculated},
             "throughput_items_per_s": round(acc.items_done / wall, 3),
             "ranks": ranks, "workers": workers, "hosts": hosts,
             "output_file": cfg.output_file if cfg.output_action == "append_row" else None,

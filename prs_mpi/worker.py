@@ -15,8 +15,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from .protocol import (Assign, Attempt, Commit, Goodbye, InitFailed, Leaving, Offset, Report, Request, Revoke, Revoked,
-                       Status, Stop, SUCCEEDED)
+from .protocol import (Assign, Attempt, Cancel, Commit, Goodbye, InitFailed, Leaving, Offset, Report, Request, Revoke,
+                       Revoked, Status, Stop, SUCCEEDED)
 from .runlog import committed_rows
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class Worker:
         self.done = False
         self.mean_run = 0.0
         self.stats = {"rank": rank, "host": host, "batches": 0, "busy_seconds": 0.0, "init_seconds": 0.0,
-                      "restarts": 0, "bytes_written": 0, "write_seconds": 0.0}
+                      "restarts": 0, "bytes_written": 0, "write_seconds": 0.0, "cancelled": 0}
 
     # -------------------------------------------------------------- main step
     def step(self) -> bool:
@@ -104,6 +104,8 @@ class Worker:
             returned = tuple(item[0].id for item in self.queue if item[0].id in wanted)
             self.queue = kept
             self.send(Revoked(returned))
+        elif isinstance(msg, Cancel):
+            self._cancel(set(msg.batch_ids))
         elif isinstance(msg, Stop):
             self.stopping = msg
             self.queue.clear()        # unstarted work stays uncommitted: a resume runs it
@@ -115,6 +117,22 @@ class Worker:
                 self.running.clear()
         else:
             raise TypeError(f"worker got an unexpected message {msg!r}")
+
+    def _cancel(self, ids: set[int]) -> None:
+        """Another rank's copy of these was claimed first (speculation): drop them. A running one
+        is stopped by killing the child; what was handed over behind it is queued again."""
+        self.queue = deque(item for item in self.queue if item[0].id not in ids)
+        if self.runner is None or not any(batch.id in ids for batch, _, _ in self.running):
+            return
+        for batch, attempt, _ in self.running:     # stopped on purpose: no attempt is charged
+            if self.start_log is not None:
+                self.start_log.ended(batch.id, attempt)
+        kept = [(batch, attempt) for batch, attempt, _ in self.running if batch.id not in ids]
+        self.running.clear()
+        self.queue.extendleft(reversed(kept))
+        self.stats["cancelled"] += 1
+        log.info("mini-batch(es) %s cancelled: a copy on another rank finished first", sorted(ids))
+        self._restart()                            # kills the child, starts a fresh one
 
     def _assigned(self, msg: Assign) -> None:
         if self.leaving:   # assigned before rank 0 saw our Leaving: hand it straight back
@@ -277,12 +295,16 @@ class Worker:
         buf = self.inflight
         if buf is None or buf.flush_id != msg.flush_id:
             raise RuntimeError(f"rank {self.rank}: offset for unknown flush {msg.flush_id}")
-        chunks = [msg.header, *buf.chunks] if msg.header else buf.chunks
-        seconds = self.output.write_chunks(msg.offset, chunks)
+        attempts, chunks = buf.attempts, buf.chunks
+        if msg.drop:                  # copies another rank's twin beat (speculation): rows left out
+            attempts, chunks = _without(buf, set(msg.drop))
+        if msg.header:
+            chunks = [msg.header, *chunks]
+        seconds = self.output.write_chunks(msg.offset, chunks) if chunks else 0.0
         self.stats["bytes_written"] += sum(len(c) for c in chunks)
         self.stats["write_seconds"] += seconds
         self.inflight = None
-        self.commit_due = Commit(msg.flush_id, seconds, committed_rows([a for a in buf.attempts if a.ok], seconds))
+        self.commit_due = Commit(msg.flush_id, seconds, committed_rows([a for a in attempts if a.ok], seconds))
         self.commit_at = time.monotonic()
 
     def _send_held(self) -> bool:
@@ -312,7 +334,7 @@ class Worker:
             if error:
                 log.error("shutdown() failed:\n%s", error)
                 self.stats["shutdown_error"] = error
-            if self.stopping.abort:
+            if self.stopping.abort or not self.ready:     # not ready: init() still runs (after a restart)
                 self.runner.kill()
             self.runner = None
         if self.monitor is not None:
@@ -320,3 +342,18 @@ class Worker:
         self.send(Goodbye(dict(self.stats)))
         self.done = True
         return True
+
+
+def _without(buf: Flush, drop: set[int]) -> tuple[list[Attempt], list[bytes]]:
+    """The flush's attempts and row chunks less those of `drop` (a chunk per attempt with rows)."""
+    attempts: list[Attempt] = []
+    chunks: list[bytes] = []
+    rows = iter(buf.chunks)
+    for a in buf.attempts:
+        chunk = next(rows) if a.nbytes else b""
+        if a.batch_id in drop:
+            continue
+        attempts.append(a)
+        if chunk:
+            chunks.append(chunk)
+    return attempts, chunks

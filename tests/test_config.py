@@ -142,3 +142,14 @@ def test_missing_model_or_side_input_path(jobdir):
     cfg = load_config(jobdir.job(side_inputs={"labels": "labels.json"}, models={"m": "https://host/m.bin"}))
     assert cfg.side_inputs == {"labels": str(jobdir.root / "labels.json")}
     assert cfg.models == {"m": "https://host/m.bin"}
+
+
+def test_speculation_needs_append_row_and_a_child_process(jobdir):
+    jobdir.script(ECHO)
+    assert load_config(jobdir.job(dispatch={"speculative": True})).speculative is True
+    for bad in ({"output_action": "summary_only"}, {"isolation": "none"}):
+        with pytest.raises(ConfigError, match=r"'dispatch.speculative' needs .*set speculative = false") as e:
+            load_config(jobdir.job(dispatch={"speculative": True}, **bad))
+        assert "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match="'dispatch.speculative': expected true or false"):
+        load_config(jobdir.job(dispatch={"speculative": "yes"}))

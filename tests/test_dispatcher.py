@@ -1,13 +1,15 @@
 """Rank 0's scheduling and failure accounting, driven message by message (no MPI)."""
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 
 import pytest
 
 from prs_mpi.dataset import MiniBatchSpec
+from prs_mpi import dispatcher as dispatcher_mod
 from prs_mpi.dispatcher import Dispatcher
-from prs_mpi.protocol import (Assign, Attempt, Commit, Goodbye, Leaving, Offset, Report, Request, Revoke, Revoked,
+from prs_mpi.protocol import (Assign, Cancel, Attempt, Commit, Goodbye, Leaving, Offset, Report, Request, Revoke, Revoked,
                               Status, Stop)
 from prs_mpi.summary import Accounting
 
@@ -36,8 +38,8 @@ class FakeLog:
         self.rows.append((where, text))
 
 
-def make(n_batches=10, ranks=(1, 2, 3), per=2, run_max_try=3, admit=None, **acc):
-    cfg = SimpleNamespace(run_max_try=run_max_try)
+def make(n_batches=10, ranks=(1, 2, 3), per=2, run_max_try=3, admit=None, speculative=False, **acc):
+    cfg = SimpleNamespace(run_max_try=run_max_try, speculative=speculative)
     specs = iter([MiniBatchSpec(id=i, items=tuple(f"f{i}_{j}" for j in range(per)), nitems=per)
                   for i in range(n_batches)])
     sent = []
@@ -176,6 +178,83 @@ def test_idle_worker_steals_unstarted_batches():
     d.step()
     assert assigned(sent, 2) == sorted(given)[:2]
     assert set(assigned(sent, 2)).isdisjoint({0, 1, 2, 3} - set(given))
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def time(self):
+        return self.now
+
+    @staticmethod
+    def perf_counter():
+        return time.perf_counter()
+
+
+def straggling(monkeypatch):
+    """Rank 1 holds mini-batch 3 long after the 7 others each took 1 s; rank 2 is idle."""
+    clock = Clock()
+    monkeypatch.setattr(dispatcher_mod, "time", clock)
+    d, sent = make(8, ranks=(1, 2), speculative=True)
+    d.handle(1, Request(4))
+    d.handle(2, Request(4))
+    d.step()
+    assert assigned(sent, 1) == [0, 1, 2, 3]
+    finish(d, 1, [0, 1, 2])
+    finish(d, 2, [4, 5, 6, 7])
+    d.handle(2, Request(1))
+    d.step()
+    assert assigned(sent, 2) == [4, 5, 6, 7]        # not yet: 3 has not run 1.5 median times
+    clock.now += 2.0
+    d.step()
+    return d, sent, clock
+
+
+def test_an_idle_worker_copies_a_straggler_and_the_first_success_wins(monkeypatch):
+    d, sent, clock = straggling(monkeypatch)
+    assert assigned(sent, 2) == [4, 5, 6, 7, 3] and d.copies == {3: (1, 2)} and d.acc.speculated == 1
+    d.step()
+    assert d.acc.speculated == 1                    # one copy per mini-batch
+    d.handle(2, Report(1, (attempt(3, 2, nbytes=8),), 8))        # the copy wins
+    assert [m for dest, m in sent if dest == 1 and isinstance(m, Cancel)] == [Cancel((3,))]
+    win = [m for dest, m in sent if dest == 2 and isinstance(m, Offset)][-1]
+    assert (win.offset, win.drop) == (0, ())
+    d.handle(1, Report(1, (attempt(3, 1, nbytes=8),), 8))        # crossed the Cancel
+    late = [m for dest, m in sent if dest == 1 and isinstance(m, Offset)][-1]
+    assert (late.offset, late.drop) == (8, (3,)) and d.end == 8    # its rows take no room
+    d.handle(2, Commit(1, 0.0))
+    d.handle(1, Commit(1, 0.0))
+    d.step()
+    assert d.acc.batches_ok == 8 and d.acc.items_ok == 16
+    journaled = [row[0] for name, a in d.journal.records if name == "commit" for row in a[3]]
+    assert sorted(journaled) == list(range(8))     # 3 once: the copy's
+    # both attempts are in processed_mini_batches.csv (the loser as "superseded")
+    assert sorted(r.rank for r in d.attempts_log.rows if getattr(r, "batch_id", None) == 3) == [1, 2]
+    assert any(isinstance(m, Stop) for _, m in sent)
+
+
+def test_a_failed_copy_leaves_the_decision_to_the_other(monkeypatch):
+    d, sent, clock = straggling(monkeypatch)
+    d.handle(1, Report(1, (attempt(3, 1, status=Status.FAILED),)))   # the original fails
+    assert d.acc.retries == 0 and not d.retries and not [m for _, m in sent if isinstance(m, Cancel)]
+    d.handle(2, Report(1, (attempt(3, 2, nbytes=8),), 8))
+    d.handle(2, Commit(1, 0.0))
+    d.step()
+    assert d.acc.batches_ok == 8 and d.acc.batches_failed == 0
+
+
+def test_speculation_is_off_unless_asked(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(dispatcher_mod, "time", clock)
+    d, sent = make(3, ranks=(1, 2))
+    d.handle(1, Request(3))
+    d.step()
+    finish(d, 1, [0, 1])
+    d.handle(2, Request(1))
+    clock.now += 100
+    d.step()
+    assert assigned(sent, 2) == [] and not d.copies
 
 
 def test_retry_goes_to_another_rank_then_fails_after_run_max_try():

@@ -189,7 +189,7 @@ def test_a_whole_job_through_relays_exactly_once_with_retries_and_stealing():
     attempts = SimpleNamespace(attempt=lambda *a, **k: None, committed=lambda *a: None, error=lambda *a: None,
                                first_error=None)
     specs = iter(MiniBatchSpec(id=i, items=(f"f{i}",), nitems=1) for i in range(40))
-    d = Dispatcher(SimpleNamespace(run_max_try=3), specs, {r: "h" for r in range(1, 6)}, rt[0].send,
+    d = Dispatcher(SimpleNamespace(run_max_try=3, speculative=False), specs, {r: "h" for r in range(1, 6)}, rt[0].send,
                    journal, attempts, Accounting())
     workers = {r: ScriptedWorker(r, lambda m, r=r: rt[r].send(0, m), every=25 if r == 5 else 1, bad={6})
                for r in range(1, 6)}

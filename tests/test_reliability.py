@@ -120,6 +120,32 @@ def test_kill9_at_random_moments_then_resume(jobdir):
     print(f"{kills} kill -9 cycles, {progressed} of them after new commits; {n} items exactly once")
 
 
+SLOW_RANK = """
+import os, time
+SLOW = os.environ.get("PRS_MPI_RANK") == "2"    # a slow node
+def run(mini_batch):
+    time.sleep(30.0 if SLOW else 0.05)
+    return [os.path.basename(p) for p in mini_batch]
+"""
+
+
+@pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec")
+@pytest.mark.parametrize("leaders", [0, 2])
+def test_speculation_reruns_a_slow_ranks_mini_batch_elsewhere_exactly_once(jobdir, leaders):
+    """Rank 2 takes 30 s a mini-batch, the others 50 ms: at the tail an idle rank runs a copy,
+    wins, and rank 2's copy is cancelled (its child killed); each row is written once."""
+    n = 40
+    jobdir.files(n)
+    jobdir.script(SLOW_RANK)
+    job = jobdir.job(mini_batch_size=1, dispatch={"speculative": True, "ranks_per_leader": leaders})
+    r = launch(4, ["run", str(job)], timeout=120)
+    assert r.returncode == 0, r.output
+    assert sorted(jobdir.rows()) == [f"f{i:05d}.txt" for i in range(n)]
+    res = jobdir.result()
+    assert res["items"]["succeeded"] == n and res["mini_batches"]["speculated"] >= 1
+    assert "a copy runs on rank" in r.output and res["wall_seconds"] < 25
+
+
 def test_lost_rank_ends_job_promptly_and_resume_finishes(jobdir):
     n = 120
     jobdir.files(n)
@@ -350,7 +376,16 @@ def test_start_log_charges_only_the_last_unfinished_start_of_each_run():
     from prs_mpi.journal import died_under
     log = b"R\nS 1 1\nS 2 1\nE 1 1\nS 3 1\nR\nS 3 2\nE 3 2\nS 4 1\nE 4 1\nR\nS 5 1\n".split(b"\n")
     # run 1 died under 3 (2 had finished: 3 started after it), run 2 ended cleanly, run 3 died under 5
-    assert died_under(log) == [3, 5]
+    assert died_under(log) == [(3, 1), (5, 1)]
+
+
+def test_a_death_under_two_copies_of_one_attempt_counts_once(tmp_path):
+    """Speculation runs one attempt on two ranks: a job death under both is one death."""
+    from prs_mpi.journal import read_started
+    (tmp_path / "started").mkdir()
+    (tmp_path / "started" / "rank1.log").write_bytes(b"R\nS 7 1\nR\nS 7 2\n")
+    (tmp_path / "started" / "rank2.log").write_bytes(b"R\nS 8 1\nR\nS 7 2\n")
+    assert read_started(str(tmp_path)) == {7: 2, 8: 1}
 
 
 def test_read_only_output_dir_is_a_clear_error(jobdir, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 from prs_mpi import worker as worker_mod
 from prs_mpi.child import RunResult
 from prs_mpi.dataset import MiniBatchSpec
-from prs_mpi.protocol import Assign, Commit, Goodbye, Offset, Report, Request, Stop
+from prs_mpi.protocol import Assign, Cancel, Commit, Goodbye, Offset, Report, Request, Stop
 from prs_mpi.runlog import committed_rows
 from prs_mpi.worker import Worker
 
@@ -53,7 +53,8 @@ class FakeRunner:
         return None
 
     def kill(self) -> None:
-        pass
+        self.killed = getattr(self, "killed", 0) + 1
+        self.submitted.clear()
 
 
 @pytest.fixture
@@ -181,3 +182,35 @@ def test_idle_with_a_request_held_by_a_leader_it_asks_again_urgently(setup):
     sent.clear()
     run_one(w, runner, clock)                      # idle again while one request is still out
     assert [(type(m), m.credits, m.urgent) for m in sent] == [(Report, 1, True)] and w.requested == 2
+
+
+def test_offset_drop_leaves_out_the_rows_of_a_superseded_copy(setup):
+    w, sent, runner, clock, output = setup
+    w.cfg.flush_interval = 10.0
+    w.step()
+    w.handle(Assign((spec(0), spec(1), spec(2)), (1, 1, 1)))
+    w.mean_run = 0.01                              # short ones: they flush together
+    for _ in range(3):
+        w.step()
+        run_one(w, runner, clock, 0.01)
+    report = next(m for m in sent if isinstance(m, Report))
+    assert [a.batch_id for a in report.attempts] == [0, 1, 2] and report.nbytes == 24
+    w.handle(Offset(report.flush_id, 50, None, None, drop=(1,)))
+    w.step()
+    assert output.writes == [(50, [b"row 000\n", b"row 002\n"])]
+    commit = next(m for m in sent if isinstance(m, Commit))
+    assert [row.split(",")[0] for row in commit.rows.splitlines()] == ["0", "2"]
+
+
+def test_cancel_kills_the_running_copy_and_requeues_what_waited_behind_it(setup):
+    w, sent, runner, clock, output = setup
+    w.mean_run = 0.01                              # two at a time go to the child (PIPELINE)
+    w.step()
+    w.handle(Assign((spec(0), spec(1), spec(2)), (1, 1, 1)))
+    w.step()
+    assert [b.id for b, _ in runner.submitted] == [0, 1] and [b.id for b, _ in w.queue] == [2]
+    w.handle(Cancel((0,)))
+    assert runner.killed == 1 and w.stats["cancelled"] == 1 and not w.running
+    assert [b.id for b, _ in w.queue] == [1, 2]    # not charged: they run after the restart
+    w.handle(Cancel((2,)))                         # a queued one: dropped, nothing killed
+    assert runner.killed == 1 and [b.id for b, _ in w.queue] == [1]

@@ -1,6 +1,8 @@
 """Workload 2, load balance: log-normal sleeps on 7 workers, makespan over the lower bound."""
+import os
 import statistics
 import time
+from dataclasses import replace
 
 from harness.common import (Row, Section, error_of, futures_peer, interleave, mpi, peer,
                             run_json)
@@ -11,9 +13,10 @@ from workloads.durations import Durations, lognormal
 
 WORKERS = 7
 SEED = 20261123
+SLOW_RANK, SLOW_FACTOR = 1, 4      # the slow-node variant: MPI rank 1 sleeps 4x longer
 
 
-def contenders(cfg: Settings, listing: str, tag: str) -> dict:
+def contenders(cfg: Settings, listing: str, tag: str, slow: bool = False) -> dict:
     t = cfg.timeout
     task = ("--kind", "sleep_items", "--items", listing)
     out = {
@@ -26,12 +29,18 @@ def contenders(cfg: Settings, listing: str, tag: str) -> dict:
         "MPIPoolExecutor chunksize 1": lambda: run_json(
             mpi(WORKERS + 1, futures_peer("pool_futures.py", *task, "--chunksize", 1)), t),
     }
-    if not prs_missing():
-        work = PrsWorkload(f"balance{tag}", "sleep_items.py", listing, mini_batch_size=1)
-        out[f"prs-mpi (process, {WORKERS} ranks)"] = lambda: run_prs(work, WORKERS, "process",
-                                                                     timeout=t)
-        out[f"prs-mpi (none, {WORKERS + 1} ranks)"] = lambda: run_prs(work, WORKERS + 1, "none",
-                                                                      timeout=t)
+    if prs_missing():
+        return out
+    work = PrsWorkload(f"balance{tag}", "sleep_items.py", listing, mini_batch_size=1)
+    if not slow:
+        out[f"prs-mpi (process, {WORKERS} ranks)"] = lambda: run_prs(work, WORKERS, "process", timeout=t)
+        out[f"prs-mpi (none, {WORKERS + 1} ranks)"] = lambda: run_prs(work, WORKERS + 1, "none", timeout=t)
+    # with and without speculation: append_row both (speculation needs it; see protocol.py)
+    rows = replace(work, name=f"balance{tag}-rows", output_action="append_row")
+    spec = replace(rows, name=f"balance{tag}-spec", extra={"dispatch": {"speculative": True}})
+    out[f"prs-mpi (process, {WORKERS} ranks, append_row)"] = lambda: run_prs(rows, WORKERS, "process", timeout=t)
+    out[f"prs-mpi (process, {WORKERS} ranks, append_row, speculative)"] = lambda: run_prs(
+        spec, WORKERS, "process", timeout=t)
     return out
 
 
@@ -58,11 +67,17 @@ def sleep_overshoot(mean: float, budget: float = 1.0) -> float:
     return statistics.median(runs)
 
 
-def run_mean(cfg: Settings, mean: float, count: int, seed: int) -> tuple[list[Row], str]:
+def run_mean(cfg: Settings, mean: float, count: int, seed: int, slow: bool = False) -> tuple[list[Row], str]:
     durations = lognormal(count, mean, seed=seed)
-    tag = f"{mean * 1000:g}ms"
-    listing = str(write_items(f"durations_{tag}", durations.item_names()))
-    results = interleave(contenders(cfg, listing, tag), cfg.reps)
+    tag = f"{mean * 1000:g}ms" + (", one slow node" if slow else "")
+    listing = str(write_items(f"durations_{mean * 1000:g}ms", durations.item_names()))
+    env = {"BENCH_SLOW_RANK": str(SLOW_RANK), "BENCH_SLOW_FACTOR": str(SLOW_FACTOR)} if slow else {}
+    os.environ.update(env)        # inherited by mpiexec, its ranks and prs-mpi's children
+    try:
+        results = interleave(contenders(cfg, listing, tag.replace(", one slow node", "-slow"), slow), cfg.reps)
+    finally:
+        for k in env:
+            os.environ.pop(k, None)
     rows = []
     for name, records in results.items():
         values = [v for v in (ratio_to_bound(r, durations) for r in records) if v is not None]
@@ -73,21 +88,30 @@ def run_mean(cfg: Settings, mean: float, count: int, seed: int) -> tuple[list[Ro
             f"{durations.total:.2f} s, longest {durations.longest * 1000:.1f} ms, lower bound on "
             f"{WORKERS} workers {durations.lower_bound(WORKERS):.3f} s; time.sleep({mean:g}) "
             f"overran by {sleep_overshoot(mean) * 1e6:,.0f} µs (median) on this machine just after.")
+    if slow:
+        fact += (f" One slow node: MPI rank {SLOW_RANK} sleeps {SLOW_FACTOR}x longer (every contender has "
+                 f"a worker on rank {SLOW_RANK}); the bound is still the nominal one, as if no node were "
+                 "slow, so 1.00 is out of reach: compare the rows with each other.")
     return rows, fact
 
 
 def run(cfg: Settings) -> Section:
     section = Section(f"Load balance: heavy-tailed sleeps on {WORKERS} workers, "
                       "makespan / max(total/P, longest) (1.00 is perfect)")
-    plan = ((0.1, cfg.size(100, 400)), (0.01, cfg.size(700, 3000)))
-    for i, (mean, count) in enumerate(plan):
-        rows, fact = run_mean(cfg, mean, count, SEED + i)
+    plan = ((0.1, cfg.size(100, 400), False), (0.01, cfg.size(700, 3000), False),
+            (0.1, cfg.size(100, 400), True))
+    for mean, count, slow in plan:
+        rows, fact = run_mean(cfg, mean, count, SEED + (mean < 0.1), slow)
         section.rows += rows
         section.facts.append(fact)
     section.facts.append("Peers: makespan from the first task handed out to the last result; "
                          "prs-mpi: first mini-batch start to last end (processed_mini_batches.csv), "
                          "its bound counting the time each worker was not yet ready (init() finished "
                          "later than the first): max((total + sum of start skews)/P, longest).")
+    section.facts.append("Speculative: `[dispatch] speculative = true`; at the tail an idle worker re-runs "
+                         "the mini-batch that has run longest once it is past 1.5 median run times; the "
+                         "first result is written, the other copy is cancelled (protocol.py). It needs "
+                         "append_row, so its twin without speculation runs append_row too.")
     if prs_missing():
         section.rows.append(Row("balance", "prs-mpi", "x bound", [], prs_missing()))
     return section

@@ -25,7 +25,7 @@ class PrsWorkload:
     inputs: str  # a listing file (one item per line, ends in .txt) or a glob
     mini_batch_size: int = 1
     output_action: str = "summary_only"
-    extra: dict = field(default_factory=dict)  # further top-level job keys
+    extra: dict = field(default_factory=dict)  # further job keys; a dict value is a table
 
 
 def prs_missing() -> str | None:
@@ -49,12 +49,16 @@ def _toml_value(value) -> str:
 def job_toml(workload: PrsWorkload, isolation: str, output_dir: Path) -> str:
     """The job file's text."""
     paths = [f"@{workload.inputs}" if workload.inputs.endswith(".txt") else workload.inputs]
+    extra = {k: v for k, v in workload.extra.items() if not isinstance(v, dict)}
+    tables = {k: v for k, v in workload.extra.items() if isinstance(v, dict)}   # e.g. [dispatch]
     top = {"entry_script": workload.entry_script, "source_directory": str(WORKLOADS),
            "mini_batch_size": workload.mini_batch_size, "output_dir": str(output_dir),
-           "output_action": workload.output_action, "isolation": isolation, **workload.extra}
+           "output_action": workload.output_action, "isolation": isolation, **extra}
     lines = [f"{k} = {_toml_value(v)}" for k, v in top.items()]
-    lines += ["", "[input]", 'kind = "file"', f"paths = {_toml_value(paths)}", "",
-              "[environment_variables]"]
+    lines += ["", "[input]", 'kind = "file"', f"paths = {_toml_value(paths)}", ""]
+    for name, table in tables.items():
+        lines += [f"[{name}]", *(f"{k} = {_toml_value(v)}" for k, v in table.items()), ""]
+    lines += ["[environment_variables]"]
     lines += [f"{k} = {_toml_value(v)}" for k, v in ONE_THREAD.items()]
     return "\n".join(lines) + "\n"
 
