@@ -42,6 +42,7 @@ class Peer:
     wants: int = 0
     outstanding: "OrderedDict[int, Pending]" = field(default_factory=OrderedDict)
     revoking: bool = False
+    all_started: bool = False        # a Revoke got nothing back: what it holds has all begun
     said_goodbye: bool = False
     current_since: float = 0.0       # when the oldest mini-batch it holds began (as far as rank 0 knows)
     ready: bool = False
@@ -196,6 +197,7 @@ class Dispatcher:
             return None
         if not peer.outstanding:
             peer.current_since = time.time()
+        peer.all_started = False
         for p in batch:
             peer.outstanding[p.spec.id] = p
             self.tracked[p.spec.id] = p
@@ -209,7 +211,7 @@ class Dispatcher:
         idle = [p for p in self.wanting.values() if not p.outstanding]
         if not idle:
             return False
-        victims = sorted((p for p in self.peers.values() if p.alive and not p.revoking and len(p.outstanding) > 1),
+        victims = sorted((p for p in self.peers.values() if self._stealable(p)),
                          key=lambda p: len(p.outstanding), reverse=True)
         progressed = False
         for victim in victims[:len(idle)]:
@@ -219,6 +221,10 @@ class Dispatcher:
             self.send(victim.rank, Revoke(take))
             progressed = True
         return progressed
+
+    @staticmethod
+    def _stealable(p: Peer) -> bool:
+        return p.alive and not p.revoking and not p.all_started and len(p.outstanding) > 1
 
     def _speculate(self) -> bool:
         """Tail of the job, a worker idle: it gets a copy of the mini-batch that has run longest,
@@ -233,8 +239,8 @@ class Dispatcher:
         if not idle:
             return False
         self.next_speculation = now + SPECULATE_EVERY
-        if any(p.revoking or len(p.outstanding) > 1 for p in self.peers.values()):
-            return False                 # unstarted work is still to be stolen: that first
+        if any(p.revoking or self._stealable(p) for p in self.peers.values()):
+            return False                 # unstarted work may still be stolen: that first
         late_since = now - SPECULATE_AFTER * statistics.median(self.run_times)
         late = sorted((p for p in self.peers.values() if p.outstanding and p.current_since < late_since
                        and p.running not in self.copies), key=lambda p: p.current_since)
@@ -288,6 +294,7 @@ class Dispatcher:
 
     def _on_revoked(self, peer: Peer, msg: Revoked) -> None:
         peer.revoking = False
+        peer.all_started = not msg.batch_ids   # until it reports or gets more (no Revoke loop)
         self._give_back(peer, msg.batch_ids)
 
     def _give_back(self, peer: Peer, batch_ids: tuple[int, ...]) -> None:
@@ -303,6 +310,7 @@ class Dispatcher:
         if msg.commit is not None:               # the previous flush's, held by the worker
             self._on_commit(peer, msg.commit)
         outstanding = peer.outstanding
+        peer.all_started = False
         ok: list[Attempt] = []
         superseded: list[Attempt] = []
         for a in msg.attempts:

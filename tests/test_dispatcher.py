@@ -244,6 +244,26 @@ def test_a_failed_copy_leaves_the_decision_to_the_other(monkeypatch):
     assert d.acc.batches_ok == 8 and d.acc.batches_failed == 0
 
 
+def test_a_straggler_is_copied_once_a_revoke_finds_all_it_holds_begun(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(dispatcher_mod, "time", clock)
+    d, sent = make(9, ranks=(1, 2), speculative=True)
+    d.handle(1, Request(4))
+    d.handle(2, Request(5))
+    d.step()
+    finish(d, 1, [0, 1])                            # 2 and 3 are both in rank 1's child
+    finish(d, 2, [4, 5, 6, 7, 8])
+    d.handle(2, Request(1))
+    clock.now += 2.0
+    d.step()
+    assert [m for dest, m in sent if dest == 1 and isinstance(m, Revoke)] == [Revoke((3,))] and not d.copies
+    d.handle(1, Revoked(()))                        # nothing unstarted: stealing cannot help
+    clock.now += 0.1                                # the next look for stragglers (SPECULATE_EVERY)
+    d.step()
+    assert d.copies == {2: (1, 2)} and assigned(sent, 2)[-1] == 2
+    assert len([m for _, m in sent if isinstance(m, Revoke)]) == 1   # no Revoke loop
+
+
 def test_speculation_is_off_unless_asked(monkeypatch):
     clock = Clock()
     monkeypatch.setattr(dispatcher_mod, "time", clock)
