@@ -9,7 +9,6 @@ in their own collections, so that 10k ranks do not cost a walk over 10k peers pe
 from __future__ import annotations
 
 import logging
-import statistics
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
@@ -241,7 +240,8 @@ class Dispatcher:
         self.next_speculation = now + SPECULATE_EVERY
         if any(p.revoking or self._stealable(p) for p in self.peers.values()):
             return False                 # unstarted work may still be stolen: that first
-        late_since = now - SPECULATE_AFTER * statistics.median(self.run_times)
+        times = sorted(self.run_times)
+        late_since = now - SPECULATE_AFTER * times[len(times) // 2]     # the median (upper, if even)
         late = sorted((p for p in self.peers.values() if p.outstanding and p.current_since < late_since
                        and p.running not in self.copies), key=lambda p: p.current_since)
         for copy, slow in zip(idle, late):

@@ -28,6 +28,16 @@ class Durations:
         """No schedule on ``workers`` workers can finish sooner than this."""
         return max(self.total / workers, self.longest)
 
+    def greedy_makespan(self, workers: int, overhead: float = 0.0) -> float:
+        """Makespan of greedy list scheduling in listing order (each free worker takes the next
+        duration), with ``overhead`` seconds per task: what a perfect non-clairvoyant dynamic
+        scheduler gets, since it cannot know which tasks are long before running them."""
+        import heapq
+        free = [0.0] * workers
+        for s in self.seconds:
+            heapq.heappush(free, heapq.heappop(free) + s + overhead)
+        return max(free)
+
     def item_names(self) -> list[str]:
         """One item string per duration, decoded by ``sleep_items.item_seconds``."""
         return [f"d{i:07d}-{s:.6f}" for i, s in enumerate(self.seconds)]
