@@ -187,7 +187,8 @@ class RankLoop:
             if self.worker is not None and not self.worker.done:
                 progressed |= self.worker.step()
             self.channel.flush()
-            self.backoff.wait(progressed, self.worker.waitables if self.worker is not None else [])
+            worker = self.worker if self.worker is not None and not self.worker.done else None
+            self.backoff.wait(progressed, worker.waitables if worker else [], worker.patience if worker else 0.0)
 
     @property
     def done(self) -> bool:

@@ -14,18 +14,20 @@ from .protocol import tag_of
 
 
 class Backoff:
-    """Sleep 0 while busy; 20 µs doubling to `max_sleep` while idle."""
+    """Sleep 0 while busy; 20 µs doubling to `max_sleep` while idle. `patience`: the caller can
+    wait that long for anything but `conns` (its child's pipe wakes it at once), so the doubling
+    starts there: a worker whose child has work queued need not poll MPI every few µs."""
 
     def __init__(self, max_sleep: float = 0.005, min_sleep: float = 2e-5) -> None:
         self.min_sleep = min_sleep
         self.max_sleep = max_sleep
         self.current = 0.0
 
-    def wait(self, progressed: bool, conns: list[Any] = ()) -> None:
+    def wait(self, progressed: bool, conns: list[Any] = (), patience: float = 0.0) -> None:
         if progressed:
             self.current = 0.0
             return
-        self.current = min(self.max_sleep, max(self.min_sleep, self.current * 2))
+        self.current = min(self.max_sleep, max(self.min_sleep, self.current * 2, patience if conns else 0.0))
         if conns:
             wait_connections(conns, timeout=self.current)
         else:

@@ -90,6 +90,16 @@ class Worker:
     def waitables(self) -> list[Any]:
         return self.runner.waitables if self.runner is not None else []
 
+    @property
+    def patience(self) -> float:
+        """Seconds this rank may sleep on its child's pipe alone: while the child has a mini-batch
+        queued behind the running one, rank 0's replies (work, an offset, a Revoke) can wait a
+        quarter of a mini-batch. 0 when something waits on them (supervisor wake-ups, each a
+        context switch on the child's core, were ~1,500/s with 17 ms mini-batches)."""
+        if self.runner is None or self.stopping is not None or len(self.running) + len(self.queue) < 2:
+            return 0.0
+        return self.mean_run / 4
+
     # -------------------------------------------------------------- messages from rank 0
     def handle(self, msg: Any) -> None:
         if isinstance(msg, Offset):

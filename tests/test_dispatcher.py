@@ -6,11 +6,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from prs_mpi.dataset import MiniBatchSpec
 from prs_mpi import dispatcher as dispatcher_mod
+from prs_mpi.dataset import MiniBatchSpec
 from prs_mpi.dispatcher import Dispatcher
-from prs_mpi.protocol import (Assign, Cancel, Attempt, Commit, Goodbye, Leaving, Offset, Report, Request, Revoke, Revoked,
-                              Status, Stop)
+from prs_mpi.protocol import (Assign, Attempt, Cancel, Commit, Goodbye, Leaving, Offset, Report, Request, Revoke,
+                              Revoked, Status, Stop)
 from prs_mpi.summary import Accounting
 
 

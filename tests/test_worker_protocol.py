@@ -214,3 +214,30 @@ def test_cancel_kills_the_running_copy_and_requeues_what_waited_behind_it(setup)
     assert [b.id for b, _ in w.queue] == [1, 2]    # not charged: they run after the restart
     w.handle(Cancel((2,)))                         # a queued one: dropped, nothing killed
     assert runner.killed == 1 and [b.id for b, _ in w.queue] == [1]
+
+
+def test_patience_only_while_the_child_has_work_queued(setup):
+    w, sent, runner, clock, output = setup
+    w.step()
+    assert w.patience == 0.0                       # nothing to run: replies from rank 0 are awaited
+    w.handle(Assign((spec(0), spec(1)), (1, 1)))
+    w.step()
+    assert len(w.running) + len(w.queue) == 2 and w.patience == pytest.approx(0.2 / 4)
+    run_one(w, runner, clock)                      # one left: the next reply matters again
+    assert len(w.running) + len(w.queue) == 1 and w.patience == 0.0
+    w.handle(Stop("done", "interrupt"))
+    assert w.patience == 0.0
+
+
+def test_backoff_starts_at_the_patience_only_when_a_pipe_can_wake_it(monkeypatch):
+    from prs_mpi import transport
+    slept = []
+    monkeypatch.setattr(transport, "wait_connections", lambda conns, timeout: slept.append(timeout))
+    monkeypatch.setattr(transport.time, "sleep", lambda s: slept.append(s))
+    b = transport.Backoff(max_sleep=0.01)
+    b.wait(False, ["pipe"], patience=0.004)
+    b.wait(False, ["pipe"], patience=0.004)
+    b.wait(True)
+    b.wait(False, [], patience=0.004)             # no pipe: nothing would wake it early
+    b.wait(False, ["pipe"], patience=0.5)
+    assert slept == [0.004, 0.008, 2e-5, 0.01]
