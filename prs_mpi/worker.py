@@ -121,9 +121,7 @@ class Worker:
             self.queue.clear()        # unstarted work stays uncommitted: a resume runs it
             if msg.abort and self.running:
                 self.runner.kill()
-                for batch, attempt, _ in self.running:   # stopped on purpose: no attempt is charged
-                    if self.start_log is not None:
-                        self.start_log.ended(batch.id, attempt)
+                self._uncharge_running()
                 self.running.clear()
         else:
             raise TypeError(f"worker got an unexpected message {msg!r}")
@@ -134,15 +132,25 @@ class Worker:
         self.queue = deque(item for item in self.queue if item[0].id not in ids)
         if self.runner is None or not any(batch.id in ids for batch, _, _ in self.running):
             return
-        for batch, attempt, _ in self.running:     # stopped on purpose: no attempt is charged
-            if self.start_log is not None:
-                self.start_log.ended(batch.id, attempt)
-        kept = [(batch, attempt) for batch, attempt, _ in self.running if batch.id not in ids]
-        self.running.clear()
-        self.queue.extendleft(reversed(kept))
+        self._uncharge_running()
+        self._requeue_running(skip=ids)
         self.stats["cancelled"] += 1
         log.info("mini-batch(es) %s cancelled: a copy on another rank finished first", sorted(ids))
         self._restart()                            # kills the child, starts a fresh one
+
+    def _uncharge_running(self) -> None:
+        """The child is stopped on purpose: none of what it was handed counts as an attempt."""
+        if self.start_log is not None:
+            for batch, attempt, _ in self.running:
+                self.start_log.ended(batch.id, attempt)
+
+    def _requeue_running(self, skip: set[int] | frozenset[int] = frozenset()) -> None:
+        """What was handed to the child goes back to the front of the queue, in order, no attempt
+        used (the child died before running it), less `skip`."""
+        for batch, attempt, _ in reversed(self.running):
+            if batch.id not in skip:
+                self.queue.appendleft((batch, attempt))
+        self.running.clear()
 
     def _assigned(self, msg: Assign) -> None:
         if self.leaving:   # assigned before rank 0 saw our Leaving: hand it straight back
@@ -176,9 +184,7 @@ class Worker:
             status = Status.CRASHED if kind == "crashed" else Status.TIMEOUT
             from .child import RunResult
             self._finished(RunResult(status, self.running[0][0].nitems, 0, error=event[1]))
-            while self.running:          # handed over but never begun: back to the queue, no attempt used
-                batch, attempt, _ = self.running.pop()
-                self.queue.appendleft((batch, attempt))
+            self._requeue_running()      # handed over but never begun
             self._restart()
         return True
 

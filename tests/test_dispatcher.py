@@ -192,11 +192,17 @@ class Clock:
         return time.perf_counter()
 
 
-def straggling(monkeypatch):
-    """Rank 1 holds mini-batch 3 long after the 7 others each took 1 s; rank 2 is idle."""
+def clocked(monkeypatch, n_batches, speculative=True):
+    """A dispatcher for ranks 1 and 2 whose clock the test moves."""
     clock = Clock()
     monkeypatch.setattr(dispatcher_mod, "time", clock)
-    d, sent = make(8, ranks=(1, 2), speculative=True)
+    d, sent = make(n_batches, ranks=(1, 2), speculative=speculative)
+    return d, sent, clock
+
+
+def straggling(monkeypatch):
+    """Rank 1 holds mini-batch 3 long after the 7 others each took 1 s; rank 2 is idle."""
+    d, sent, clock = clocked(monkeypatch, 8)
     d.handle(1, Request(4))
     d.handle(2, Request(4))
     d.step()
@@ -245,9 +251,7 @@ def test_a_failed_copy_leaves_the_decision_to_the_other(monkeypatch):
 
 
 def test_a_straggler_is_copied_once_a_revoke_finds_all_it_holds_begun(monkeypatch):
-    clock = Clock()
-    monkeypatch.setattr(dispatcher_mod, "time", clock)
-    d, sent = make(9, ranks=(1, 2), speculative=True)
+    d, sent, clock = clocked(monkeypatch, 9)
     d.handle(1, Request(4))
     d.handle(2, Request(5))
     d.step()
@@ -265,9 +269,7 @@ def test_a_straggler_is_copied_once_a_revoke_finds_all_it_holds_begun(monkeypatc
 
 
 def test_speculation_is_off_unless_asked(monkeypatch):
-    clock = Clock()
-    monkeypatch.setattr(dispatcher_mod, "time", clock)
-    d, sent = make(3, ranks=(1, 2))
+    d, sent, clock = clocked(monkeypatch, 3, speculative=False)
     d.handle(1, Request(3))
     d.step()
     finish(d, 1, [0, 1])

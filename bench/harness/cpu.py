@@ -1,9 +1,9 @@
 """Workload 3, CPU inference scaling: the numpy MLP stand-in at 1 and 2 worker processes."""
 import functools
-import json
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 
-from harness.common import (PYTHON, PeerError, Row, Section, error_of, futures_peer, interleave,
+from harness.common import (PYTHON, Row, Section, error_of, futures_peer, interleave,
                             mpi, peer, peer_env, run_json, samples)
 from harness.items import numbered, write_items
 from harness.prs import PrsWorkload, prs_missing, run_prs
@@ -28,16 +28,10 @@ def side_by_side(cfg: Settings, names: list[str]) -> dict:
     """Two plain loops at once on half the items each: what two independent processes get on
     this machine (shared caches, memory bandwidth, the OS), with nothing coordinating them."""
     halves = [write_items(f"cpu_items_half{i}", names[i::2]) for i in (0, 1)]
-    procs = [subprocess.Popen(peer("plain_loop.py", "--kind", "cpu_model", "--items", half, "--batch", BATCH),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=peer_env())
-             for half in halves]
-    records = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=cfg.timeout)
-        lines = [ln for ln in out.splitlines() if ln.startswith("{")]
-        if proc.returncode != 0 or not lines:
-            raise PeerError(f"plain_loop.py exited {proc.returncode}: {err.strip()[-500:]}")
-        records.append(json.loads(lines[-1]))
+    loop = lambda half: run_json(peer("plain_loop.py", "--kind", "cpu_model", "--items", half, "--batch", BATCH),
+                                 cfg.timeout)
+    with ThreadPoolExecutor(2) as pool:      # started together, each waited for by its own thread
+        records = list(pool.map(loop, halves))
     return {"items_per_s": sum(r["items"] for r in records) / max(r["seconds"] for r in records)}
 
 
