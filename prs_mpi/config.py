@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import difflib
 import os
 import re
 import tomllib
@@ -277,6 +276,7 @@ def _raise():
 
 def find_typo(key: str, valid: list[str]) -> str:
     """' — did you mean X?' for the nearest valid key (pypa/build's _find_typo)."""
+    import difflib
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.7)
     return f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(sorted(valid))}"
 

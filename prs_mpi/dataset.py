@@ -4,7 +4,6 @@ from __future__ import annotations
 from .compact import Compact
 
 import fnmatch
-import hashlib
 import itertools
 import os
 import re
@@ -13,6 +12,11 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from .config import JobConfig
 from .errors import InputError
+
+try:                # hashlib's own source of blake2b: without OpenSSL's 3 MB in every worker rank
+    from _blake2 import blake2b
+except ImportError:   # pragma: no cover - a Python built without it
+    from hashlib import blake2b
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,22 +33,24 @@ class MiniBatchSpec(Compact):
     def digest(self) -> str:
         """A short content hash; the journal uses it to detect a changed input on resume."""
         # the same bytes as one update per item (item + NUL), fed in one call
-        h = hashlib.blake2b(b"".join([item.encode("utf-8", "surrogateescape") + b"\0" for item in self.items]),
+        h = blake2b(b"".join([item.encode("utf-8", "surrogateescape") + b"\0" for item in self.items]),
                             digest_size=8)
         if self.slice is not None:
             h.update(repr(self.slice).encode())
         return h.hexdigest()
 
 
-def iter_mini_batches(cfg: JobConfig) -> Iterator[MiniBatchSpec]:
-    """Mini-batches in a deterministic order, produced lazily as the input is listed."""
+def iter_mini_batches(cfg: JobConfig, fingerprint: InputFingerprint | None = None) -> Iterator[MiniBatchSpec]:
+    """Mini-batches in a deterministic order, produced lazily as the input is listed (and
+    `fingerprint` fed with every listed file)."""
+    seen = fingerprint.add if fingerprint is not None else None
     if cfg.input.kind == "tabular":
         from .tabular import iter_tabular_batches
-        specs: Iterable[tuple] = iter_tabular_batches(cfg)
+        specs: Iterable[tuple] = iter_tabular_batches(cfg, seen)
         for i, (nitems, sl, part, desc) in enumerate(specs):
             yield MiniBatchSpec(id=i, nitems=nitems, slice=sl, partition=part, dataset=desc)
         return
-    files = iter_input_files(cfg)
+    files = iter_input_files(cfg, seen)
     if cfg.input.partition_format:
         yield from _partitioned_file_batches(files, cfg.input.partition_format, cfg.input.paths)
         return
@@ -58,11 +64,42 @@ def iter_mini_batches(cfg: JobConfig) -> Iterator[MiniBatchSpec]:
 
 # ---------------------------------------------------------------- listing
 
-def iter_input_files(cfg: JobConfig) -> Iterator[str]:
+def iter_input_files(cfg: JobConfig, seen: Any = None) -> Iterator[str]:
     """Expand [input].paths (globs, directories, URLs, @listing files) lazily, in a stable order;
-    relative lines of a listing file are relative to the job file, like every path in it."""
+    relative lines of a listing file are relative to the job file, like every path in it.
+    `seen(path, stat or None)`: see storage.iter_files."""
     from . import storage
-    return storage.iter_files(list(cfg.input.paths), os.path.dirname(cfg.job_file))
+    return storage.iter_files(list(cfg.input.paths), os.path.dirname(os.path.abspath(cfg.job_file)), seen)
+
+
+class InputFingerprint:
+    """What allow_reuse compares: every listed path with its size and mtime (local files), fed
+    by the listing itself (a run records it without listing and stat-ing its input again)."""
+
+    def __init__(self) -> None:
+        import hashlib
+        self._hash = hashlib.sha256()
+        self.files = 0
+
+    def add(self, path: str, st: os.stat_result | None = None) -> None:
+        self.files += 1
+        if st is None and "://" not in path:
+            try:
+                st = os.stat(path)
+            except OSError:
+                pass
+        self._hash.update((f"{path}\n" if st is None else f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n").encode())
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()[:32]
+
+
+def input_fingerprint(cfg: JobConfig) -> str:
+    """The input's fingerprint now (lists it in full)."""
+    fingerprint = InputFingerprint()
+    for _ in iter_input_files(cfg, fingerprint.add):
+        pass
+    return fingerprint.hexdigest()
 
 
 # ---------------------------------------------------------------- partition_format

@@ -334,8 +334,9 @@ class Dispatcher:
         if msg.credits:                          # a Request riding on the Report
             self._want(peer, msg.credits)
             peer.ready = True
-        if msg.nbytes == 0:
-            self._commit(ok, 0, 0, 0.0, 0, None)
+        if msg.nbytes == 0:      # the worker's rows hold its ok attempts: all of them were taken?
+            whole = msg.rows is not None and not superseded and len(ok) == sum(a.ok for a in msg.attempts)
+            self._commit(ok, 0, 0, 0.0, 0, msg.rows if whole else None)
             return
         nbytes, drop = msg.nbytes, ()
         if superseded:

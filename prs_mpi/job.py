@@ -167,7 +167,9 @@ class RankLoop:
     def __init__(self, channel: Channel, worker: Any, dispatcher: Any, progress: Any) -> None:
         self.channel, self.worker, self.dispatcher, self.progress = channel, worker, dispatcher, progress
         relays = getattr(channel, "is_leader", False) or dispatcher is not None
-        self.backoff = Backoff(max_sleep=0.002 if relays else 0.01)
+        # a rank that answers others polls MPI at least every 2 ms, or every 5 ms while its own
+        # child has work queued (workers then hold a mini-batch or more of slack: worker.py)
+        self.backoff = Backoff(max_sleep=0.002, max_patience=0.005) if relays else Backoff(max_sleep=0.01)
 
     def run(self, interrupted: Any = None) -> None:
         inject = injected_fault(self.channel.rank)

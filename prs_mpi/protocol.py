@@ -179,6 +179,8 @@ class Report(Compact):
     credits: int = 0               # also a Request for this many mini-batches
     commit: Commit | None = None   # a held Commit of an earlier flush (handled first)
     urgent: bool = False           # the worker may run dry soon: a leader relays it at once
+    rows: str | None = None        # nothing to write (nbytes 0): the ok attempts' processed_mini_batches.csv
+                                   # rows, formatted by the worker as a Commit's are
 
 
 @dataclass(slots=True)

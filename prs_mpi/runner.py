@@ -1,13 +1,10 @@
 """A whole job across ranks: prepare output_dir (fresh / resume / reuse), run the loop, write the result."""
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import shutil
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +34,7 @@ class Prepared:
     acc: Accounting = field(default_factory=Accounting)
     reused_result: dict | None = None
     note: str = ""
+    input: Any = None                           # dataset.InputFingerprint this run's listing feeds
 
 
 # keys that change how the input is cut or how the output looks: --resume/--retry-failed need them equal
@@ -49,11 +47,13 @@ NEUTRAL_KEYS = {"logging_level", "allow_reuse", "status_interval", "progress_int
 
 
 def _digest(obj: Any) -> str:
+    import hashlib      # here and below: rank 0's business; a worker rank stays without OpenSSL
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def code_fingerprint(cfg: JobConfig) -> str:
     """The entry script and the source directory's small text files."""
+    import hashlib
     h = hashlib.sha256()
     for root, dirs, files in os.walk(cfg.source_directory):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__"
@@ -108,15 +108,20 @@ def prepare_output_dir(cfg: JobConfig, opts: RunOptions) -> Prepared:
     return prep
 
 
+def new_run_id() -> str:
+    return os.urandom(6).hex()
+
+
 def _fresh(cfg: JobConfig, fp: str) -> Prepared:
     _clear(cfg)
-    return Prepared("fresh", uuid.uuid4().hex[:12], fp)
+    return Prepared("fresh", new_run_id(), fp)
 
 
 def _reusable(cfg: JobConfig, st: JournalState, fp: str) -> Prepared | None:
     if not (cfg.allow_reuse and st.end_state == "succeeded" and st.fingerprint == fp):
         return None
     result = _read_result(cfg)
+    from .dataset import input_fingerprint
     if result is None or result.get("input_fingerprint") != input_fingerprint(cfg):
         return None
     return Prepared("reused", result.get("run_id", ""), fp, reused_result=result)
@@ -130,19 +135,6 @@ def _read_result(cfg: JobConfig) -> dict | None:
         return None
 
 
-def input_fingerprint(cfg: JobConfig) -> str:
-    """The listing with sizes and mtimes (local files) — what allow_reuse compares."""
-    from .dataset import iter_input_files
-    h = hashlib.sha256()
-    for path in iter_input_files(cfg):
-        try:
-            s = os.stat(path)
-            h.update(f"{path}\0{s.st_size}\0{s.st_mtime_ns}\n".encode())
-        except OSError:
-            h.update(f"{path}\n".encode())
-    return h.hexdigest()[:32]
-
-
 def _clear(cfg: JobConfig) -> None:
     """A fresh run: earlier results in output_dir are replaced."""
     for name in ("job_result.json", "status.json", "report.html", cfg.append_row_file_name):
@@ -150,6 +142,7 @@ def _clear(cfg: JobConfig) -> None:
             os.unlink(os.path.join(cfg.output_dir, name))
         except FileNotFoundError:
             pass
+    import shutil
     for sub in (STATE_DIR, "logs"):
         shutil.rmtree(os.path.join(cfg.output_dir, sub), ignore_errors=True)
     if cfg.append_row_format == "parquet":
@@ -160,7 +153,7 @@ def _continue(cfg: JobConfig, st: JournalState, fp: str, mode: str) -> Prepared:
     """Keep the contiguous committed prefix of the output; everything else runs again."""
     end = st.kept_end()
     header = any(hdr > 0 for off, length, hdr in st.regions if off + length <= end)
-    prep = Prepared(mode, uuid.uuid4().hex[:12], fp, end=end, header_written=header)
+    prep = Prepared(mode, new_run_id(), fp, end=end, header_written=header)
     for bid, (attempt, ok, failed, digest, off, length) in st.committed.items():
         if off + length <= end:
             prep.skip_ids.add(bid)
@@ -253,7 +246,7 @@ def _run_ranks(cfg: JobConfig, opts: RunOptions, comm: Any, layout: Layout, prep
 
 def _run_rank0(cfg: JobConfig, opts: RunOptions, comm: Any, layout: Layout, prepared: Prepared,
                channel: Channel, output: Any, worker: Any, flag: SignalFlag) -> int:
-    from .dataset import iter_mini_batches
+    from .dataset import InputFingerprint, iter_mini_batches
     from .dispatcher import Dispatcher
     from .progress import Progress
     for warning in layout_warnings(cfg, layout):
@@ -267,7 +260,9 @@ def _run_rank0(cfg: JobConfig, opts: RunOptions, comm: Any, layout: Layout, prep
     acc.allowed_failed_percent = cfg.allowed_failed_percent
     peers = {r: layout.hosts[r] for r in range(layout.size) if runs_worker(cfg, layout, r)}
     admit = _admitter(prepared, cfg.run_max_try)
-    d = Dispatcher(cfg, iter_mini_batches(cfg), peers, channel.send, journal, attempts_log, acc, admit)
+    prepared.input = InputFingerprint() if cfg.allow_reuse else None     # fed by the listing
+    d = Dispatcher(cfg, iter_mini_batches(cfg, prepared.input), peers, channel.send, journal, attempts_log, acc,
+                   admit)
     d.end, d.header_written = prepared.end, prepared.header_written
     progress = Progress(cfg, d)
     if prepared.note:
@@ -316,7 +311,8 @@ def _finish(cfg: JobConfig, layout: Layout, d: Any, journal: Journal, attempts_l
     result = RunResult(state, reason, started).to_dict(
         d.acc, cfg, layout.size, len(d.peers), list(layout.node_names),
         {"run_id": prepared.run_id, "mode": prepared.mode,
-         "input_fingerprint": input_fingerprint(cfg) if state == "succeeded" and cfg.allow_reuse else None,
+         "input_fingerprint": (prepared.input.hexdigest() if state == "succeeded" and prepared.input and d.listing_done
+                               else None),
          "worker_stats": [p.stats for p in d.peers.values()], "bytes_written": d.end})
     write_result(cfg.output_dir, result)
     journal.end(state, reason)

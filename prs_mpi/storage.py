@@ -40,6 +40,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -56,6 +57,7 @@ _MAGIC = re.compile(r"[*?\[]")
 _URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
 _PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 T = TypeVar("T")
+Seen = Callable[[str, "os.stat_result | None"], None]
 
 
 def url_to_fs(url: str):
@@ -79,6 +81,8 @@ def is_url(path: str) -> bool:
 
 def local_path(path: str, base_dir: str = ".") -> str:
     """Absolute local path for a relative path, absolute path or ``file://`` URL."""
+    if path[:1] == "/" and "/." not in path and "//" not in path and path[-1:] != "/":
+        return path             # already absolute and normal (the lines of a big listing file)
     if path.startswith("file://"):
         path = unquote(urlsplit(path).path)
     return os.path.abspath(os.path.join(base_dir, os.path.expanduser(path)))
@@ -142,16 +146,18 @@ def file_size(path: str) -> int:
 # ---------------------------------------------------------------------------- listing
 
 
-def iter_files(patterns: Iterable[str], base_dir: str = ".") -> Iterator[str]:
-    """Lazily expand paths, directories, globs, ``@listing`` files and URLs (see module doc)."""
+def iter_files(patterns: Iterable[str], base_dir: str = ".", seen: Seen | None = None) -> Iterator[str]:
+    """Lazily expand paths, directories, globs, ``@listing`` files and URLs (see module doc).
+    ``seen(path, stat)`` is called for each path before it is yielded, with the ``os.stat``
+    result the listing already has (an existing file named as such) or None."""
     for pattern in patterns:
         if pattern.startswith("@"):
-            yield from _iter_listing(pattern[1:], base_dir)
+            yield from _iter_listing(pattern[1:], base_dir, seen)
         else:
-            yield from _expand(pattern, base_dir)
+            yield from _expand(pattern, base_dir, seen)
 
 
-def _iter_listing(listing: str, base_dir: str) -> Iterator[str]:
+def _iter_listing(listing: str, base_dir: str, seen: Seen | None) -> Iterator[str]:
     if is_url(listing):
         fs, fpath = url_to_fs(listing)
         opener = fs.open(fpath, "rt", encoding="utf-8")
@@ -170,15 +176,31 @@ def _iter_listing(listing: str, base_dir: str) -> Iterator[str]:
             if entry.startswith("@"):
                 raise ValueError(f"listing file {redact(listing)!r} names another listing "
                                  f"{entry!r}; nested listings are not supported")
-            yield from _expand(entry, base_dir)
+            yield from _expand(entry, base_dir, seen)
 
 
-def _expand(pattern: str, base_dir: str) -> Iterator[str]:
+def _expand(pattern: str, base_dir: str, seen: Seen | None) -> Iterable[str]:
+    if is_url(pattern):
+        return _matches(pattern, base_dir, _expand_remote(pattern), seen)
+    path = local_path(pattern, base_dir)
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        st = None
+    if st is not None and not stat.S_ISDIR(st.st_mode):   # one file (a listing's usual line): one stat
+        if seen is not None:
+            seen(path, st)
+        return (path,)
+    # an existing directory wins over glob syntax: "run[1]/" is literal
+    return _matches(pattern, base_dir, _walk_local(path) if st is not None else _glob_pattern(path), seen)
+
+
+def _matches(pattern: str, base_dir: str, source: Iterator[str], seen: Seen | None) -> Iterator[str]:
     found = False
-    source = (_expand_remote(pattern) if is_url(pattern)
-              else _expand_local(local_path(pattern, base_dir)))
     for path in source:
         found = True
+        if seen is not None:
+            seen(path, None)
         yield path
     if not found:
         where = "" if is_url(pattern) else f" (resolved against {os.path.abspath(base_dir)})"
@@ -186,13 +208,7 @@ def _expand(pattern: str, base_dir: str) -> Iterator[str]:
                                 "fix [input].paths")
 
 
-def _expand_local(pattern: str) -> Iterator[str]:
-    if os.path.isdir(pattern):  # an existing path wins over glob syntax: "run[1]/" is literal
-        yield from _walk_local(pattern)
-        return
-    if os.path.exists(pattern):
-        yield pattern
-        return
+def _glob_pattern(pattern: str) -> Iterator[str]:
     if not _MAGIC.search(pattern):
         return
     parts = pattern.split(os.sep)

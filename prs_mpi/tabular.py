@@ -143,13 +143,14 @@ def _text_options(path: str, fmt: str, options: Mapping, keys: Iterable[str] = (
     return opts
 
 
-def iter_tabular_batches(cfg) -> Iterator[tuple[int, object, dict | None, str | None]]:
+def iter_tabular_batches(cfg, seen=None) -> Iterator[tuple[int, object, dict | None, str | None]]:
     """(nitems, slice or tuple of slices, partition key values, subset description) per
-    mini-batch of a tabular job, lazily (files are listed as slicing proceeds)."""
+    mini-batch of a tabular job, lazily (files are listed as slicing proceeds; ``seen``: see
+    storage.iter_files)."""
     options = dict(cfg.input.options)
     if cfg.input.hdf5_dataset:
         options["hdf5_dataset"] = cfg.input.hdf5_dataset
-    files = iter_files(cfg.input.paths, os.path.dirname(os.path.abspath(cfg.job_file)))
+    files = iter_files(cfg.input.paths, os.path.dirname(os.path.abspath(cfg.job_file)), seen)
     if cfg.partition_keys:
         for values, slices in iter_partitions(files, cfg.input.format, list(cfg.partition_keys),
                                               options):

@@ -6,30 +6,53 @@ rank sleeps with an exponential back-off (or waits on its child's pipe, which wa
 """
 from __future__ import annotations
 
+import select
 import time
-from multiprocessing.connection import wait as wait_connections
 from typing import Any, Iterator
 
 from .protocol import tag_of
 
 
+class PipeWait:
+    """Sleep until one of some connections is readable, or a timeout: one poll(2) call, the poll
+    object rebuilt only when the connections change (multiprocessing.connection.wait builds a
+    selector every call, which cost an idle supervisor more than the wake-up itself)."""
+
+    def __init__(self) -> None:
+        self._fds: tuple[int, ...] = ()
+        self._poll = select.poll()
+
+    def __call__(self, conns: list[Any], timeout: float) -> bool:
+        fds = tuple(c.fileno() for c in conns)
+        if fds != self._fds:
+            self._poll = select.poll()
+            for fd in fds:
+                self._poll.register(fd, select.POLLIN)
+            self._fds = fds
+        return bool(self._poll.poll(timeout * 1000.0))
+
+
 class Backoff:
     """Sleep 0 while busy; 20 µs doubling to `max_sleep` while idle. `patience`: the caller can
-    wait that long for anything but `conns` (its child's pipe wakes it at once), so the doubling
-    starts there: a worker whose child has work queued need not poll MPI every few µs."""
+    wait that long for anything but `conns` (its child's pipe wakes it at once), so the sleep
+    starts there, up to `max_patience` (default `max_sleep`): a worker whose child has work
+    queued need not poll MPI every few µs."""
 
-    def __init__(self, max_sleep: float = 0.005, min_sleep: float = 2e-5) -> None:
+    def __init__(self, max_sleep: float = 0.005, min_sleep: float = 2e-5, max_patience: float | None = None) -> None:
         self.min_sleep = min_sleep
         self.max_sleep = max_sleep
+        self.max_patience = max_sleep if max_patience is None else max_patience
         self.current = 0.0
+        self.wait_pipes = PipeWait()
 
     def wait(self, progressed: bool, conns: list[Any] = (), patience: float = 0.0) -> None:
         if progressed:
             self.current = 0.0
             return
-        self.current = min(self.max_sleep, max(self.min_sleep, self.current * 2, patience if conns else 0.0))
+        self.current = min(self.max_sleep, max(self.min_sleep, self.current * 2))
         if conns:
-            wait_connections(conns, timeout=self.current)
+            self.current = max(self.current, min(patience, self.max_patience))
+            self.wait_pipes(conns, self.current)
         else:
             time.sleep(self.current)
 

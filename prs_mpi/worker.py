@@ -54,6 +54,7 @@ class Worker:
         self.runner_factory = runner_factory
         self.monitor = monitor
         self.start_log = start_log
+        self._ended: list[tuple[int, int]] = []   # attempts seen ending, for start_log
         self.queue: deque[tuple[Any, int]] = deque()
         self.requested = 0
         self.credits_due = 0                  # asked for this step: rides on a Report, else a Request
@@ -161,11 +162,23 @@ class Worker:
 
     # -------------------------------------------------------------- runner
     def _watch_runner(self) -> bool:
-        if self.runner is None:
-            return False
-        event = self.runner.poll()
-        if event is None:
-            return False
+        """Handle every event the runner has ready: a group of tiny mini-batches' results is
+        taken in one pass, not one loop turn (MPI poll, dispatch, back-off) each."""
+        progressed = False
+        while self.runner is not None:
+            event = self.runner.poll()
+            if event is None:
+                break
+            progressed = True
+            self._on_event(event)
+            if event[0] != "result":
+                break
+        if self._ended:       # the supervisor saw these attempts end: not a death of the whole job
+            self.start_log.ended_many(self._ended)
+            self._ended = []
+        return progressed
+
+    def _on_event(self, event: tuple) -> None:
         kind = event[0]
         if kind == "init_ok":
             self.ready = True
@@ -180,13 +193,12 @@ class Worker:
             if not self.running:
                 if not self.ready:
                     self._init_failed(event[1])
-                return True
+                return
             status = Status.CRASHED if kind == "crashed" else Status.TIMEOUT
             from .child import RunResult
             self._finished(RunResult(status, self.running[0][0].nitems, 0, error=event[1]))
             self._requeue_running()      # handed over but never begun
             self._restart()
-        return True
 
     def _init_failed(self, error: str) -> None:
         self.init_failures += 1
@@ -233,8 +245,8 @@ class Worker:
 
     def _finished(self, result: Any) -> None:
         batch, attempt, start = self.running.popleft()
-        if self.start_log is not None:   # the supervisor saw the attempt end: not a death of the whole job
-            self.start_log.ended(batch.id, attempt)
+        if self.start_log is not None:   # written once this pass has taken every ready result
+            self._ended.append((batch.id, attempt))
         end = time.time()
         if self.running:
             self.running[0][2] = end       # the child begins the next one now
@@ -298,8 +310,9 @@ class Worker:
         if not due:
             return False
         urgent = self.credits_due > 0 and (self.mean_run < LONG_RUN or not (self.running or self.queue))
+        rows = None if buf.nbytes else committed_rows([a for a in buf.attempts if a.ok], 0.0)
         self.send(Report(buf.flush_id, tuple(buf.attempts), buf.nbytes, buf.header, self.credits_due,
-                         self.commit_due, urgent))
+                         self.commit_due, urgent, rows))
         self.credits_due, self.commit_due = 0, None
         if buf.nbytes:
             self.inflight = buf

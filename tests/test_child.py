@@ -157,3 +157,16 @@ def test_in_process_timeout_for_python_code(tmp_path):
     runner.submit_many([(MiniBatchSpec(id=1, items=("hang_py",), nitems=1), 1)])
     ev = runner.poll()
     assert ev[0] == "timeout" and "run_invocation_timeout" in ev[1]
+    runner.submit_many([(MiniBatchSpec(id=2, items=("ok",), nitems=1), 1)])   # the next one runs on
+    ev = runner.poll()
+    assert ev[0] == "result" and ev[2].status == Status.OK
+
+
+def test_in_process_timeout_holds_when_init_took_sigalrm(tmp_path):
+    script = SCRIPT.replace("def init():", "def init():\n    import signal; signal.signal(signal.SIGALRM, signal.SIG_IGN)")
+    runner = InProcess(make_spec(tmp_path, script), timeout=0.5)
+    runner.start()
+    assert runner.poll()[0] == "init_ok"
+    runner.submit_many([(MiniBatchSpec(id=1, items=("hang_py",), nitems=1), 1)])
+    ev = runner.poll()
+    assert ev[0] == "timeout" and "run_invocation_timeout" in ev[1]

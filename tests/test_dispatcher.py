@@ -163,6 +163,20 @@ def test_credits_on_a_report_without_bytes_are_served_in_the_pass():
     assert d.retries and d.peers[2].last_error == "Boom"              # retried, not dealt back to rank 2
 
 
+def test_rows_a_worker_formatted_are_logged_as_sent_when_every_ok_attempt_is_taken():
+    from prs_mpi.runlog import committed_rows
+    d, sent = make(4)
+    logged = []
+    d.attempts_log.committed = lambda ok, write_seconds, rows=None: logged.append(([a.batch_id for a in ok], rows))
+    d.handle(1, Request(3))
+    d.step()
+    ok0, failed1, ok2 = attempt(0, 1), attempt(1, 1, status=Status.FAILED), attempt(2, 1)
+    d.handle(1, Report(0, (ok0, failed1, ok2), 0, rows=committed_rows([ok0, ok2], 0.0)))
+    assert logged == [([0, 2], committed_rows([ok0, ok2], 0.0))]
+    d.handle(1, Report(1, (attempt(2, 1),), 0, rows="stale"))       # already done: not taken
+    assert logged[1:] == []
+
+
 def test_idle_worker_steals_unstarted_batches():
     d, sent = make(6)
     d.handle(1, Request(6))

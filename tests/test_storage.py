@@ -96,6 +96,27 @@ def test_listing_is_lazy_per_directory(tmp_path, monkeypatch):
     assert next(files).endswith("d00/f1.bin") and len(calls) <= 3
 
 
+def test_listing_file_entries_cost_one_stat_each_and_feed_the_fingerprint(tree, monkeypatch):
+    from prs_mpi.dataset import InputFingerprint
+    names = ["data/a.csv", "data/b.csv", "data/sub/d.csv"]
+    (tree / "list.txt").write_text("\n".join(names) + "\n")
+    stats = []
+    real = os.stat
+    monkeypatch.setattr(os, "stat", lambda p, *a, **k: stats.append(p) or real(p, *a, **k))
+    fed = InputFingerprint()
+    got = list(iter_files(["@list.txt"], str(tree), fed.add))
+    assert got == [str(tree / n) for n in names] and stats == got      # one stat per entry, reused
+    monkeypatch.setattr(os, "stat", real)
+    fresh = InputFingerprint()                  # the same files stat-ed anew: the same digest
+    for path in got:
+        fresh.add(path)
+    assert fed.files == 3 and fed.hexdigest() == fresh.hexdigest()
+    (tree / "data" / "b.csv").write_text("longer than before")
+    again = InputFingerprint()
+    list(iter_files(["@list.txt"], str(tree), again.add))
+    assert again.hexdigest() != fed.hexdigest()
+
+
 def test_memory_urls_dirs_and_globs():
     fs = fsspec.filesystem("memory")
     for name in ("z.csv", "a.csv", "sub/b.csv", "sub/c.json"):
@@ -282,3 +303,10 @@ def test_s3_fetch_once_per_node_keys_by_etag(s3, tmp_path):
 
 def test_storage_module_has_no_mpi_import():
     assert "mpi4py" not in open(storage.__file__).read()
+
+
+@pytest.mark.parametrize("path", ["/a/b", "/a/./b", "/a/../b", "//a", "/a/", "/", "/a/.h", "/a//b",
+                                  "~/x", "rel/x", "../up", ""])
+def test_local_path_is_abspath_of_path_joined_to_base(path):
+    expected = os.path.abspath(os.path.join("/base/dir", os.path.expanduser(path)))
+    assert storage.local_path(path, "/base/dir") == expected

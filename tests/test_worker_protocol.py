@@ -232,7 +232,7 @@ def test_patience_only_while_the_child_has_work_queued(setup):
 def test_backoff_starts_at_the_patience_only_when_a_pipe_can_wake_it(monkeypatch):
     from prs_mpi import transport
     slept = []
-    monkeypatch.setattr(transport, "wait_connections", lambda conns, timeout: slept.append(timeout))
+    monkeypatch.setattr(transport.PipeWait, "__call__", lambda self, conns, timeout: slept.append(timeout))
     monkeypatch.setattr(transport.time, "sleep", lambda s: slept.append(s))
     b = transport.Backoff(max_sleep=0.01)
     b.wait(False, ["pipe"], patience=0.004)
@@ -241,3 +241,47 @@ def test_backoff_starts_at_the_patience_only_when_a_pipe_can_wake_it(monkeypatch
     b.wait(False, [], patience=0.004)             # no pipe: nothing would wake it early
     b.wait(False, ["pipe"], patience=0.5)
     assert slept == [0.004, 0.008, 2e-5, 0.01]
+    # rank 0 answers the others: its own sleep stays short, its patience may reach max_patience
+    slept.clear()
+    r0 = transport.Backoff(max_sleep=0.002, max_patience=0.005)
+    r0.wait(False, ["pipe"], patience=0.004)
+    r0.wait(False, ["pipe"], patience=0.004)
+    r0.wait(False, ["pipe"], patience=0.5)
+    r0.wait(False, [])
+    assert slept == [0.004, 0.004, 0.005, 0.002]
+
+
+def test_pipe_wait_wakes_on_data_and_follows_new_connections():
+    import time
+    from multiprocessing import Pipe
+    from prs_mpi import transport
+    wait = transport.PipeWait()
+    a_in, a_out = Pipe(duplex=False)
+    assert wait([a_in], 0.01) is False
+    a_out.send("x")
+    t0 = time.monotonic()
+    assert wait([a_in], 5.0) is True and time.monotonic() - t0 < 1.0
+    b_in, b_out = Pipe(duplex=False)
+    assert wait([b_in], 0.01) is False          # a new set of connections: a has data, b has none
+    b_out.send("y")
+    assert wait([b_in], 5.0) is True
+
+
+def test_a_report_with_nothing_to_write_carries_its_rows_and_drains_every_result(setup):
+    """summary_only: no Offset, no Commit; the worker formats the csv rows of its ok attempts."""
+    w, sent, runner, clock, output = setup
+    w.mean_run = 0.0001                            # tiny mini-batches
+    w.step()
+    w.handle(Assign(tuple(spec(i) for i in range(3)), (1, 1, 1)))
+    w.step()
+    clock.now += 0.01
+    for _ in range(3):
+        batch, _ = runner.submitted.popleft()
+        status = "failed" if batch.id == 1 else "ok"
+        runner.events.append(("result", batch.id, RunResult(status, 1, int(status == "ok"), error=None)))
+    sent.clear()
+    w.step()                                       # all three results in one pass; idle: flush
+    report = next(m for m in sent if isinstance(m, Report))
+    assert [a.batch_id for a in report.attempts] == [0, 1, 2] and report.nbytes == 0
+    assert report.rows == committed_rows([a for a in report.attempts if a.ok], 0.0)
+    assert [row.split(",")[0] for row in report.rows.splitlines()] == ["0", "2"]
