@@ -280,11 +280,11 @@ def serve(conn: Any) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     import signal
-    from multiprocessing.connection import Connection
+    from .pipe import Pipe
     # Slurm hands its signals to every process of the step: stopping is the supervisor's business
     for sig in (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_IGN)
     argv = sys.argv[1:] if argv is None else argv
-    conn = Connection(int(argv[0]))
+    conn = Pipe(int(argv[0]))
     return serve(conn)
 

@@ -5,7 +5,6 @@ import ast
 import dataclasses
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -312,6 +311,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key = key.strip()
     if not key:
         raise ConfigError(f"--set {text!r}: the key is empty")
+    import tomllib        # here and below: rank 0 reads the job file; the others get it by bcast
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
@@ -339,6 +339,7 @@ def apply_overrides(data: dict[str, Any], sets: list[str], inputs: list[str]) ->
 def load_config(job_file: str | os.PathLike, sets: list[str] = (), inputs: list[str] = (),
                 check_files: bool = True) -> JobConfig:
     """Read, override and validate a job file. Raises ConfigError with a one-line message."""
+    import tomllib
     path = Path(job_file)
     src = str(job_file)
     try:

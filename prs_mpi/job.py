@@ -137,6 +137,8 @@ def node_cache_dir(cfg: JobConfig) -> str:
 
 def local_copies(cfg: JobConfig, table: dict[str, str]) -> dict[str, str]:
     """URLs fetched once per node (cached by content/etag); local paths as they are."""
+    if not table:
+        return {}
     from .storage import fetch_once_per_node, is_url
     return {name: fetch_once_per_node(path, node_cache_dir(cfg)) if is_url(path) else path
             for name, path in table.items()}

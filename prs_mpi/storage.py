@@ -34,7 +34,6 @@ import contextlib
 import fcntl
 import fnmatch
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -407,6 +406,7 @@ def fetch(url: str, dest_dir: str, tries: int = FETCH_TRIES,
     if not is_url(url):
         return local_path(url)
     fs, path = url_to_fs(url)
+    import hashlib
     target = os.path.join(dest_dir, hashlib.sha1(url.encode()).hexdigest()[:12], basename(url))
     os.makedirs(os.path.dirname(target), exist_ok=True)
     retry(lambda: _download(fs, path, target), url, tries, backoff)
@@ -454,6 +454,7 @@ def fetch_once_per_node(url: str, cache_dir: str, tries: int = FETCH_TRIES,
         return local_path(url)
     fs, path = url_to_fs(url)
     version = retry(lambda: _version(fs, path), url, tries, backoff)
+    import hashlib
     key = hashlib.sha256(f"{url}\n{version}".encode()).hexdigest()[:24]
     entry = os.path.join(cache_dir, key)
     target = os.path.join(entry, basename(url))
@@ -482,6 +483,7 @@ def _version(fs, path: str) -> str:
               "last_modified", "Last-Modified", "updated", "created")
     stamp = [[info.get("name"), *(str(info.get(f)) for f in fields if info.get(f) is not None)]
              for info in infos]
+    import hashlib
     return hashlib.sha256(json.dumps(stamp, sort_keys=True).encode()).hexdigest()
 
 

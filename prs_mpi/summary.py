@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,6 +72,7 @@ class Accounting:
 
 
 def atomic_write(path: str, text: str) -> None:
+    import tempfile        # rank 0's (worker ranks leave tempfile and random unloaded)
     d = os.path.dirname(path) or "."
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
     try:

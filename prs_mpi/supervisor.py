@@ -9,17 +9,16 @@ to the worker: start() begins init(); submit() starts one run(); poll() returns 
 from __future__ import annotations
 
 import os
-import select
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections import deque
-from multiprocessing.connection import Connection
 from typing import Any, Mapping
 
 from .child import ChildSpec, UserCode, format_exc
+from .pipe import Pipe
 
 # variables that would make a child's own MPI_Init join (and confuse) this MPI job
 # run through -c so that ChildSpec/RunResult pickle as prs_mpi.child.* on both sides
@@ -74,8 +73,7 @@ class ChildProcess:
         self.spec, self.env, self.log_path, self.timeout = spec, dict(env), log_path, timeout
         self.cpus, self.memory_limit = cpus, memory_limit
         self.proc: subprocess.Popen | None = None
-        self.conn: Connection | None = None
-        self._readable: Any = None              # a poll object on conn
+        self.conn: Pipe | None = None
         self.deadline: float | None = None
         self.running: deque[int] = deque()     # ids handed to the child, in order
 
@@ -103,9 +101,7 @@ class ChildProcess:
                 pass_fds=(child_sock.fileno(),), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 env=self.env, start_new_session=True, preexec_fn=preexec)
         child_sock.close()
-        self.conn = Connection(parent_sock.detach())
-        self._readable = select.poll()      # conn.poll(0) builds a selector per call
-        self._readable.register(self.conn.fileno(), select.POLLIN)
+        self.conn = Pipe(parent_sock.detach())
         if self.cpus:
             try:
                 import psutil
@@ -129,7 +125,7 @@ class ChildProcess:
         if self.conn is None:
             return None
         try:
-            if self._readable.poll(0):
+            if self.conn.poll(0):
                 msg = self.conn.recv()
                 if msg[0] == "result":
                     self.running.popleft()
