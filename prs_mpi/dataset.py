@@ -78,12 +78,14 @@ class InputFingerprint:
 
     def __init__(self) -> None:
         import hashlib
+        from .storage import is_url
         self._hash = hashlib.sha256()
+        self._is_url = is_url
         self.files = 0
 
     def add(self, path: str, st: os.stat_result | None = None) -> None:
         self.files += 1
-        if st is None and "://" not in path:
+        if st is None and not self._is_url(path):
             try:
                 st = os.stat(path)
             except OSError:

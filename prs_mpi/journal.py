@@ -120,12 +120,8 @@ class StartLog:
     def started(self, batch_id: int, attempt: int) -> None:
         os.write(self.fd, f"S {batch_id} {attempt}\n".encode())
 
-    def ended(self, batch_id: int, attempt: int) -> None:
-        """The supervisor saw this attempt end: it did not take the job down."""
-        os.write(self.fd, f"E {batch_id} {attempt}\n".encode())
-
-    def ended_many(self, pairs: list[tuple[int, int]]) -> None:
-        """`ended` for several (id, attempt) pairs, in one write."""
+    def ended(self, pairs: list[tuple[int, int]]) -> None:
+        """The supervisor saw these (id, attempt) end: they did not take the job down. One write."""
         os.write(self.fd, "".join([f"E {batch_id} {attempt}\n" for batch_id, attempt in pairs]).encode())
 
     def close(self) -> None:

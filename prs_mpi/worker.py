@@ -141,9 +141,8 @@ class Worker:
 
     def _uncharge_running(self) -> None:
         """The child is stopped on purpose: none of what it was handed counts as an attempt."""
-        if self.start_log is not None:
-            for batch, attempt, _ in self.running:
-                self.start_log.ended(batch.id, attempt)
+        if self.start_log is not None and self.running:
+            self.start_log.ended([(batch.id, attempt) for batch, attempt, _ in self.running])
 
     def _requeue_running(self, skip: set[int] | frozenset[int] = frozenset()) -> None:
         """What was handed to the child goes back to the front of the queue, in order, no attempt
@@ -174,7 +173,7 @@ class Worker:
             if event[0] != "result":
                 break
         if self._ended:       # the supervisor saw these attempts end: not a death of the whole job
-            self.start_log.ended_many(self._ended)
+            self.start_log.ended(self._ended)
             self._ended = []
         return progressed
 
