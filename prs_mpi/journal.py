@@ -110,9 +110,13 @@ class StartLog:
     """
 
     def __init__(self, state_dir: str, rank: int) -> None:
-        d = os.path.join(state_dir, "started")
-        os.makedirs(d, exist_ok=True)
-        self.fd = os.open(os.path.join(d, f"rank{rank}.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        path = self.path(state_dir, rank)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    @staticmethod
+    def path(state_dir: str, rank: int) -> str:
+        return os.path.join(state_dir, "started", f"rank{rank}.log")
 
     def run_begins(self) -> None:
         os.write(self.fd, b"R\n")
@@ -149,10 +153,33 @@ def died_under(lines: list[bytes]) -> list[tuple[int, int]]:
             key = (int(parts[1]), int(parts[2]))
             if parts[0] == b"S":
                 last = key
+                ended.discard(key)      # begun again (its result was lost with a crashed child)
             else:
                 ended.add(key)
     close_run()
     return out
+
+
+def last_started(path: str, since: int, tail: int = 1 << 16) -> int | None:
+    """The id of the last `S` line written at or after byte `since` of a start log (StartLog), read
+    from its last `tail` bytes: the mini-batch a child was running when it died."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            begin = max(since, size - tail)
+            cut = begin > since                 # then read from the byte before: a line may be cut
+            f.seek(begin - cut)
+            data = f.read()
+    except OSError:
+        return None
+    lines = data.split(b"\n")
+    if cut:
+        lines = lines[1:]                       # whole only if that byte was the newline before it
+    for line in reversed(lines):
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == b"S" and parts[1].isdigit():
+            return int(parts[1])
+    return None
 
 
 def read_started(state_dir: str) -> dict[int, int]:

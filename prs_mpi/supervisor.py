@@ -4,7 +4,11 @@
 to the worker: start() begins init(); submit() starts one run(); poll() returns the next event:
 
     ("init_ok", seconds) | ("init_err", traceback) | ("result", batch_id, RunResult)
-    | ("crashed", reason) | ("timeout", reason)
+    | ("crashed", reason, culprit) | ("timeout", reason, culprit)
+
+`culprit` is the id of the mini-batch the child was running, from its start log, or None when
+unknown (the first one handed over then). The ones handed over before it ran to the end, but a
+child holds the results of tiny mini-batches for a moment (child.HOLD_RUN): theirs died with it.
 """
 from __future__ import annotations
 
@@ -17,7 +21,8 @@ import time
 from collections import deque
 from typing import Any, Mapping
 
-from .child import ChildSpec, UserCode, format_exc
+from .child import HOLD_SECONDS, ChildSpec, UserCode, format_exc
+from .journal import StartLog, last_started
 from .pipe import Pipe
 
 # variables that would make a child's own MPI_Init join (and confuse) this MPI job
@@ -76,6 +81,9 @@ class ChildProcess:
         self.conn: Pipe | None = None
         self.deadline: float | None = None
         self.running: deque[int] = deque()     # ids handed to the child, in order
+        self.ready: deque[tuple] = deque()     # events received, not yet returned by poll()
+        self.start_log = StartLog.path(spec.state_dir, spec.rank) if spec.state_dir else None
+        self.log_offset = 0                    # the start log's size when this child began
 
     @property
     def pid(self) -> int:
@@ -88,6 +96,11 @@ class ChildProcess:
     def start(self) -> None:
         parent_sock, child_sock = socket.socketpair()
         limit = self.memory_limit
+        if self.start_log is not None:
+            try:
+                self.log_offset = os.path.getsize(self.start_log)
+            except OSError:
+                self.log_offset = 0
 
         def preexec() -> None:
             _die_with_parent()
@@ -122,24 +135,39 @@ class ChildProcess:
             pass
 
     def poll(self) -> tuple | None:
+        if self.ready:
+            return self.ready.popleft()
         if self.conn is None:
             return None
         try:
             if self.conn.poll(0):
                 msg = self.conn.recv()
-                if msg[0] == "result":
+                if msg[0] != "results":
+                    return msg
+                for batch_id, result in msg[1]:
                     self.running.popleft()
-                    self.deadline = time.monotonic() + self.timeout if self.running else None
-                return msg
+                    self.ready.append(("result", batch_id, result))
+                # held results come up to HOLD_SECONDS after the next one began
+                self.deadline = time.monotonic() + self.timeout + HOLD_SECONDS if self.running else None
+                return self.ready.popleft()
         except (EOFError, OSError):
             pass  # the child is gone: reported below once its exit status is known
         if self.proc.poll() is not None or self._conn_closed():
-            return ("crashed", self._crash_reason())
+            return ("crashed", self._crash_reason(), self._culprit())
         if self.deadline is not None and time.monotonic() > self.deadline:
+            culprit = self._culprit()
             self.kill()
             return ("timeout", f"run() did not return within run_invocation_timeout={self.timeout:g}s; "
-                               "the child process was killed (raise the timeout or make the mini-batch smaller)")
+                               "the child process was killed (raise the timeout or make the mini-batch smaller)",
+                    culprit)
         return None
+
+    def _culprit(self) -> int | None:
+        """The mini-batch the child was running: its start log's last `S` since it began."""
+        if self.start_log is None or not self.running:
+            return None
+        batch_id = last_started(self.start_log, self.log_offset)
+        return batch_id if batch_id in self.running else None
 
     def _conn_closed(self) -> bool:
         try:
@@ -163,6 +191,7 @@ class ChildProcess:
             self.proc.wait()
         self._close()
         self.running.clear()
+        self.ready.clear()
         self.deadline = None
 
     def _close(self) -> None:
@@ -226,7 +255,7 @@ class InProcess:
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
         if result.error and "TimeoutError: run() did not return" in result.error:
-            self.events.append(("timeout", result.error.strip().splitlines()[-1]))
+            self.events.append(("timeout", result.error.strip().splitlines()[-1], batch.id))
         else:
             self.events.append(("result", batch.id, result))
 

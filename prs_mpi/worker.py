@@ -25,7 +25,8 @@ TARGET_QUEUE_SECONDS = 0.005  # for short mini-batches, keep this much work queu
 MAX_PREFETCH = 64
 PIPELINE = 2                  # mini-batches handed to the runner at once: the child never waits for us
 TINY_RUN = 0.001              # mini-batches shorter than this ...
-TINY_PIPELINE = 16            # ... are handed over this many at a time, in one message
+TINY_PIPELINE = 32            # ... are handed over up to this many at a time (the child sends their
+                              # results back in groups of child.HOLD_COUNT, while it runs the next ones)
 LONG_RUN = 0.05               # mini-batches longer than this: one in reserve only (see `reserve`)
 
 
@@ -93,13 +94,15 @@ class Worker:
 
     @property
     def patience(self) -> float:
-        """Seconds this rank may sleep on its child's pipe alone: while the child has a mini-batch
-        queued behind the running one, rank 0's replies (work, an offset, a Revoke) can wait a
-        quarter of a mini-batch. 0 when something waits on them (supervisor wake-ups, each a
-        context switch on the child's core, were ~1,500/s with 17 ms mini-batches)."""
-        if self.runner is None or self.stopping is not None or len(self.running) + len(self.queue) < 2:
+        """Seconds this rank may sleep on its child's pipe alone: while the child holds work beyond
+        the running mini-batch, rank 0's replies (work, an offset, a Revoke) can wait a quarter
+        of that work; the child's own messages wake the rank sooner (tiny mini-batches: a group
+        of results at least every child.HOLD_SECONDS). 0 when something waits on them (supervisor
+        wake-ups, each a context switch on the child's core, were ~1,500/s with 17 ms mini-batches)."""
+        held = len(self.running) + len(self.queue)
+        if self.runner is None or self.stopping is not None or held < 2:
             return 0.0
-        return self.mean_run / 4
+        return (held - 1) * self.mean_run / 4
 
     # -------------------------------------------------------------- messages from rank 0
     def handle(self, msg: Any) -> None:
@@ -193,11 +196,23 @@ class Worker:
                 if not self.ready:
                     self._init_failed(event[1])
                 return
-            status = Status.CRASHED if kind == "crashed" else Status.TIMEOUT
-            from .child import RunResult
-            self._finished(RunResult(status, self.running[0][0].nitems, 0, error=event[1]))
-            self._requeue_running()      # handed over but never begun
-            self._restart()
+            self._died(Status.CRASHED if kind == "crashed" else Status.TIMEOUT, event[1], event[2])
+
+    def _died(self, status: str, reason: str, culprit: int | None) -> None:
+        """The child died (or was killed) running `culprit` (None: the first handed over). Those
+        handed over before it ran to the end, but their held results died with the child: they
+        run again, no attempt charged; those after it were never begun."""
+        ran: list[list] = []
+        if culprit is not None and any(batch.id == culprit for batch, _, _ in self.running):
+            while self.running[0][0].id != culprit:
+                ran.append(self.running.popleft())
+        if ran and self.start_log is not None:
+            self._ended.extend((batch.id, attempt) for batch, attempt, _ in ran)
+        from .child import RunResult
+        self._finished(RunResult(status, self.running[0][0].nitems, 0, error=reason))
+        self.running.extendleft(reversed(ran))
+        self._requeue_running()
+        self._restart()
 
     def _init_failed(self, error: str) -> None:
         self.init_failures += 1
@@ -246,7 +261,10 @@ class Worker:
         batch, attempt, start = self.running.popleft()
         if self.start_log is not None:   # written once this pass has taken every ready result
             self._ended.append((batch.id, attempt))
-        end = time.time()
+        if result.end:                   # the child's own clock (held results arrive together)
+            start, end = result.start, result.end
+        else:
+            end = time.time()
         if self.running:
             self.running[0][2] = end       # the child begins the next one now
         att = Attempt(batch_id=batch.id, attempt=attempt, rank=self.rank, host=self.host, pid=self.runner.pid,

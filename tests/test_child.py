@@ -164,3 +164,67 @@ def test_in_process_timeout_for_python_code(tmp_path, init_takes_sigalrm):
     runner.submit_many([(MiniBatchSpec(id=2, items=("ok",), nitems=1), 1)])   # the next one runs on
     ev = runner.poll()
     assert ev[0] == "result" and ev[2].status == Status.OK
+
+
+def _events_until(child: ChildProcess, stop, deadline: float = 30.0) -> list:
+    events, end = [], time.monotonic() + deadline
+    while time.monotonic() < end:
+        ev = child.poll()
+        if ev is None:
+            time.sleep(0.005)
+            continue
+        events.append(ev)
+        if stop(events):
+            return events
+    raise AssertionError(f"the child did not finish in time: {events}")
+
+
+def _held_child(tmp_path, timeout: float = 30.0) -> ChildProcess:
+    (tmp_path / ".prs").mkdir()
+    child = ChildProcess(make_spec(tmp_path, SCRIPT, state_dir=str(tmp_path / ".prs"), rank=2),
+                         child_environment({"PATH": "/usr/bin:/bin"}, {}), str(tmp_path / "u.log"), timeout=timeout)
+    child.start()
+    assert _drive(child)[0] == "init_ok"
+    return child
+
+
+def test_tiny_results_come_back_in_groups_and_in_order(tmp_path):
+    child = _held_child(tmp_path)
+    messages = []
+    recv = child.conn.recv
+    child.conn.recv = lambda: messages.append(recv()) or messages[-1]
+    child.submit_many([(MiniBatchSpec(id=i, items=(f"x{i}",), nitems=1), 1) for i in range(40)])
+    events = _events_until(child, lambda evs: len(evs) == 40)
+    assert [ev[1] for ev in events] == list(range(40)) and all(ev[2].status == Status.OK for ev in events)
+    assert all(ev[2].start <= ev[2].end for ev in events)       # the child's own clock
+    assert 3 <= len(messages) < 40 and max(len(m[1]) for m in messages) > 1
+    child.kill()
+
+
+@pytest.mark.parametrize("what,kind", [("exit", "crashed"), ("hang_py", "timeout")])
+def test_a_death_names_the_running_mini_batch_though_earlier_results_were_held(tmp_path, what, kind):
+    child = _held_child(tmp_path, timeout=1.0)
+    group = [(MiniBatchSpec(id=i, items=(f"x{i}",), nitems=1), 1) for i in range(5)]
+    group += [(MiniBatchSpec(id=5, items=(what,), nitems=1), 1), (MiniBatchSpec(id=6, items=("x6",), nitems=1), 1)]
+    child.submit_many(group)
+    events = _events_until(child, lambda evs: evs[-1][0] != "result")
+    assert events[-1][0] == kind and events[-1][2] == 5, events[-1]
+    assert [ev[1] for ev in events[:-1]] == list(range(len(events) - 1))    # whatever came, in order
+    child.kill()
+
+
+def test_last_started_reads_only_what_this_child_wrote(tmp_path):
+    from prs_mpi.journal import StartLog, last_started
+    log = StartLog(str(tmp_path), 0)
+    path = StartLog.path(str(tmp_path), 0)
+    log.started(7, 1)
+    since = len(open(path, "rb").read())
+    assert last_started(path, since) is None                   # the earlier child's 7 is not this one's
+    log.started(8, 1)
+    log.ended([(8, 1)])
+    log.started(9, 2)
+    log.ended([(3, 1)])
+    assert last_started(path, since) == 9
+    assert last_started(path, 0, tail=12) == 9                 # read from a line start
+    assert last_started(path, 0, tail=10) is None              # "9 2\n": cut, so skipped
+    log.close()

@@ -175,10 +175,11 @@ def test_lost_rank_ends_job_promptly_and_resume_finishes(jobdir):
 
 
 POISON = """
-import os, signal
+import os, signal, time
 def run(mini_batch):
     if any(p.endswith('f00005.txt') for p in mini_batch):
-        os.kill(os.getppid(), signal.SIGKILL)     # takes the whole MPI job down
+        os.kill(os.getppid(), signal.SIGKILL)     # takes the whole MPI job down under it
+        time.sleep(30)                            # (the child dies with its supervisor)
     return [os.path.basename(p) for p in mini_batch]
 """
 

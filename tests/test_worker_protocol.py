@@ -285,3 +285,51 @@ def test_a_report_with_nothing_to_write_carries_its_rows_and_drains_every_result
     assert [a.batch_id for a in report.attempts] == [0, 1, 2] and report.nbytes == 0
     assert report.rows == committed_rows([a for a in report.attempts if a.ok], 0.0)
     assert [row.split(",")[0] for row in report.rows.splitlines()] == ["0", "2"]
+
+
+def test_a_crash_charges_the_culprit_and_reruns_the_held_ones_before_it_free(setup, tmp_path):
+    """The child held the results of 0 and 1 (tiny mini-batches) and died running 2: 2 is charged
+    with the crash; 0 and 1 ran to the end, so they run again without an attempt used; 3 was
+    never begun. The start log hears that 0 and 1 ended (they did not take the job down)."""
+    from prs_mpi.journal import StartLog, died_under
+    w, sent, runner, clock, output = setup
+    w.start_log = StartLog(str(tmp_path), 3)
+    w.mean_run = 0.0005                            # tiny: several at a time go to the child
+    w.step()
+    w.handle(Assign(tuple(spec(i) for i in range(4)), (1, 1, 1, 1)))
+    w.step()
+    assert [b.id for b, _ in runner.submitted] == [0, 1, 2, 3]
+    for i in range(3):
+        w.start_log.started(i, 1)                  # what the child writes before each run()
+    runner.events.append(("crashed", "the child process running user code killed by SIGSEGV", 2))
+    sent.clear()
+    w.cfg.flush_interval = 0.0
+    w.step()
+    report = next(m for m in sent if isinstance(m, Report))
+    assert [(a.batch_id, a.status) for a in report.attempts] == [(2, "crashed")]
+    assert runner.killed == 1 and w.stats["restarts"] == 1
+    runner.events.append(("init_ok", 0.1))        # the restarted child
+    w.step()
+    assert [b.id for b, _ in runner.submitted] == [0, 1, 3] and all(a == 1 for _, a in runner.submitted)
+    log = tmp_path / "started" / "rank3.log"
+    assert sorted(log.read_text().split("\n")[3:6]) == ["E 0 1", "E 1 1", "E 2 1"]
+    w.start_log.started(0, 1)                      # the new child runs 0 again ... and the job dies
+    w.start_log.close()
+    assert died_under(log.read_bytes().split(b"\n")) == [(0, 1)]
+
+
+def test_a_crash_with_no_known_culprit_charges_the_first_handed_over(setup):
+    w, sent, runner, clock, output = setup
+    w.mean_run = 0.0005
+    w.cfg.flush_interval = 0.0
+    w.step()
+    w.handle(Assign((spec(0), spec(1)), (1, 1)))
+    w.step()
+    runner.events.append(("timeout", "run() did not return within run_invocation_timeout=1s", None))
+    sent.clear()
+    w.step()
+    report = next(m for m in sent if isinstance(m, Report))
+    assert [(a.batch_id, a.status) for a in report.attempts] == [(0, "timeout")]
+    runner.events.append(("init_ok", 0.1))
+    w.step()
+    assert [b.id for b, _ in runner.submitted] == [1]

@@ -41,8 +41,8 @@ def contenders(cfg: Settings, listing: Path, directory: Path) -> dict:
     if not prs_missing():
         by_list = PrsWorkload("listing", "noop.py", str(listing), mini_batch_size=1000)
         by_glob = PrsWorkload("dir", "noop.py", f"{directory}/*", mini_batch_size=1000)
-        out["prs-mpi, listing file"] = lambda: run_prs(by_list, RANKS, "process", timeout=t, pss=True)
-        out["prs-mpi, directory glob"] = lambda: run_prs(by_glob, RANKS, "process", timeout=t, pss=True)
+        out["prs-mpi, listing file"] = lambda: run_prs(by_list, RANKS, "process", timeout=t, memory=True, pss=True)
+        out["prs-mpi, directory glob"] = lambda: run_prs(by_glob, RANKS, "process", timeout=t, memory=True, pss=True)
     return out
 
 

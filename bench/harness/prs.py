@@ -1,7 +1,7 @@
 """The prs-mpi contender: write a job.toml, run it under mpiexec, read its ``job_result.json``.
 
-``run_prs`` is the single hook every workload calls; it also samples each rank's peak memory
-and derives, from ``logs/sys/processed_mini_batches.csv``, the span from the first mini-batch's
+``run_prs`` is the single hook every workload calls; asked to (``memory=True``), it samples each
+rank's peak memory, and it derives, from ``logs/sys/processed_mini_batches.csv``, the span from the first mini-batch's
 start to the last one's end (steady-state throughput, comparable with the peers' timings).
 """
 import csv
@@ -97,10 +97,11 @@ def parse_result(output_dir: Path) -> dict:
 
 
 def run_prs(workload: PrsWorkload, ranks: int, isolation: str = "process",
-            timeout: float = 600, keep: bool = False, pss: bool = False) -> dict:
-    """Run ``mpiexec -n ranks prs-mpi run job.toml``; return its figures plus ``outer_s`` and
-    ``rss`` (peak MB per rank: ``{"supervisor": {rank: MB}, "children": {rank: MB}}``, and
-    ``"supervisor_pss"`` when ``pss``: sampling it costs CPU, so the timed workloads skip it)."""
+            timeout: float = 600, keep: bool = False, memory: bool = False, pss: bool = False) -> dict:
+    """Run ``mpiexec -n ranks prs-mpi run job.toml``; return its figures plus ``outer_s`` and, when
+    ``memory``, ``rss`` (peak MB per rank: ``{"supervisor": {rank: MB}, "children": {rank: MB}}``,
+    and ``"supervisor_pss"`` when ``pss``). Sampling costs the harness ~4 ms of CPU every 50 ms on
+    the job's cores, which no peer pays, so the timed workloads leave it off."""
     missing = prs_missing()
     if missing:
         raise PeerError(missing)
@@ -117,7 +118,7 @@ def run_prs(workload: PrsWorkload, ranks: int, isolation: str = "process",
 
     try:
         proc, outer = launch([mpiexec(), "-n", str(ranks), str(PRS_BIN), "run", str(job)],
-                             timeout, watch=watch)
+                             timeout, watch=watch if memory else None)
     finally:
         rss = samplers[0].stop() if samplers else {}
     if proc.returncode != 0:
