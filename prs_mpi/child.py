@@ -242,14 +242,15 @@ def _positional_params(func: Any) -> int:
 
 # ------------------------------------------------------------------ the child process
 
-# Results of mini-batches that ran shorter than HOLD_RUN are held and sent together: up to
-# HOLD_COUNT of them, for at most HOLD_SECONDS, and never while the child waits for work. One
-# message and one supervisor wake-up per group instead of per mini-batch (no-op dispatch with 8
-# ranks on 2 cores: bench/RESULTS.md). Only with a start log: if the child dies, its last `S` line
-# tells the supervisor which mini-batch was running (the held ones before it are run again).
+# Results of mini-batches that ran shorter than HOLD_RUN are held and sent together: once
+# HOLD_COUNT are held, HOLD_SECONDS have passed since the first, a longer one ended, or the child
+# waits for work. One message and one supervisor wake-up per group instead of per mini-batch
+# (no-op dispatch with 8 ranks on 2 cores: bench/RESULTS.md). Only with a start log: if the child
+# dies, its last `S` line tells the supervisor which mini-batch was running (the held ones before
+# it are run again).
 HOLD_RUN = 0.001
 HOLD_SECONDS = 0.002
-HOLD_COUNT = 16
+HOLD_COUNT = 32
 
 
 class _Held:

@@ -21,7 +21,7 @@ import time
 from collections import deque
 from typing import Any, Mapping
 
-from .child import HOLD_SECONDS, ChildSpec, UserCode, format_exc
+from .child import HOLD_RUN, HOLD_SECONDS, ChildSpec, UserCode, format_exc
 from .journal import StartLog, last_started
 from .pipe import Pipe
 
@@ -147,8 +147,9 @@ class ChildProcess:
                 for batch_id, result in msg[1]:
                     self.running.popleft()
                     self.ready.append(("result", batch_id, result))
-                # held results come up to HOLD_SECONDS after the next one began
-                self.deadline = time.monotonic() + self.timeout + HOLD_SECONDS if self.running else None
+                # results held behind a long one reach us that much later (child.HOLD_SECONDS)
+                slack = HOLD_SECONDS + HOLD_RUN
+                self.deadline = time.monotonic() + self.timeout + slack if self.running else None
                 return self.ready.popleft()
         except (EOFError, OSError):
             pass  # the child is gone: reported below once its exit status is known

@@ -333,3 +333,23 @@ def test_a_crash_with_no_known_culprit_charges_the_first_handed_over(setup):
     runner.events.append(("init_ok", 0.1))
     w.step()
     assert [b.id for b, _ in runner.submitted] == [1]
+
+
+@pytest.mark.parametrize("paths,handed,asked", [(1, 64, 64), (100, 20, 20), (1000, 2, 2)])
+def test_tiny_mini_batches_are_held_by_the_path_budget(setup, paths, handed, asked):
+    """Tiny mini-batches: up to 64 go to the child and 64 are asked for, but never much more than
+    worker.ITEM_BUDGET paths' worth (a supervisor holds their descriptors)."""
+    w, sent, runner, clock, output = setup
+    w.cfg.flush_interval = 0.0
+    w.mean_run = 0.0                               # nothing seen yet
+    w.step()
+    w.handle(Assign((MiniBatchSpec(0, tuple(f"f{i}" for i in range(paths)), paths),), (1,)))
+    w.step()
+    clock.now += 0.00005
+    runner.finish()                                # a tiny one ended: the budget is known
+    w.step()
+    assert w.requested == asked                    # asked for, not yet come
+    many = tuple(MiniBatchSpec(i, tuple(f"f{i}.{j}" for j in range(paths)), paths) for i in range(1, 65))
+    w.handle(Assign(many, (1,) * 64))
+    w.step()
+    assert len(runner.submitted) == handed
