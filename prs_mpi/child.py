@@ -300,11 +300,11 @@ def serve(conn: Any) -> int:
             return 0
         msg = pending.popleft()
         kind = msg[0]
-        if kind == "one" and pending and pending[0][0] == "one":
-            code.prefetch(pending[0][1])    # download its remote files while this one runs
         if kind == "one":
             if os.getppid() != parent:  # the supervisor died (the job, maybe under the last run):
                 return 0                # a start logged now would be charged in its place
+            if pending and pending[0][0] == "one":
+                code.prefetch(pending[0][1])    # download its remote files while this one runs
             held.add(msg[1].id, code.run(msg[1], msg[2]))
             continue
         held.send()

@@ -36,7 +36,7 @@ class MiniBatchSpec(Compact):
         """A short content hash; the journal uses it to detect a changed input on resume."""
         # the same bytes as one update per item (item + NUL), fed in one call
         h = blake2b(b"".join([item.encode("utf-8", "surrogateescape") + b"\0" for item in self.items]),
-                            digest_size=8)
+                    digest_size=8)
         if self.slice is not None:
             h.update(repr(self.slice).encode())
         return h.hexdigest()

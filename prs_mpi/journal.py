@@ -145,19 +145,29 @@ def died_under(lines: list[bytes]) -> list[tuple[int, int]]:
             out.append(last)
 
     for line in lines:
-        parts = line.split()
-        if parts == [b"R"]:
+        if line.strip() == b"R":
             close_run()
             last, ended = None, set()
-        elif len(parts) == 3 and parts[0] in (b"S", b"E") and parts[1].isdigit() and parts[2].isdigit():
-            key = (int(parts[1]), int(parts[2]))
-            if parts[0] == b"S":
-                last = key
-                ended.discard(key)      # begun again (its result was lost with a crashed child)
-            else:
-                ended.add(key)
+            continue
+        entry = _start_log_entry(line)
+        if entry is None:
+            continue
+        kind, key = entry
+        if kind == b"S":
+            last = key
+            ended.discard(key)          # begun again (its result was lost with a crashed child)
+        else:
+            ended.add(key)
     close_run()
     return out
+
+
+def _start_log_entry(line: bytes) -> tuple[bytes, tuple[int, int]] | None:
+    """(b"S" or b"E", (id, attempt)) of a start-log line, None for anything else."""
+    parts = line.split()
+    if len(parts) == 3 and parts[0] in (b"S", b"E") and parts[1].isdigit() and parts[2].isdigit():
+        return parts[0], (int(parts[1]), int(parts[2]))
+    return None
 
 
 def last_started(path: str, since: int, tail: int = 1 << 16) -> int | None:
@@ -176,9 +186,9 @@ def last_started(path: str, since: int, tail: int = 1 << 16) -> int | None:
     if cut:
         lines = lines[1:]                       # whole only if that byte was the newline before it
     for line in reversed(lines):
-        parts = line.split()
-        if len(parts) == 3 and parts[0] == b"S" and parts[1].isdigit():
-            return int(parts[1])
+        entry = _start_log_entry(line)
+        if entry is not None and entry[0] == b"S":
+            return entry[1][0]
     return None
 
 

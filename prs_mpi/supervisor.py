@@ -81,8 +81,8 @@ class ChildProcess:
         self.conn: Pipe | None = None
         self.deadline: float | None = None
         self.running: deque[int] = deque()     # ids handed to the child, in order
-        self.ready: deque[tuple] = deque()     # events received, not yet returned by poll()
-        self.start_log = StartLog.path(spec.state_dir, spec.rank) if spec.state_dir else None
+        self.events: deque[tuple] = deque()    # received, not yet returned by poll() (as InProcess's)
+        self.start_log_path = StartLog.path(spec.state_dir, spec.rank) if spec.state_dir else None
         self.log_offset = 0                    # the start log's size when this child began
 
     @property
@@ -96,9 +96,9 @@ class ChildProcess:
     def start(self) -> None:
         parent_sock, child_sock = socket.socketpair()
         limit = self.memory_limit
-        if self.start_log is not None:
+        if self.start_log_path is not None:
             try:
-                self.log_offset = os.path.getsize(self.start_log)
+                self.log_offset = os.path.getsize(self.start_log_path)
             except OSError:
                 self.log_offset = 0
 
@@ -135,8 +135,8 @@ class ChildProcess:
             pass
 
     def poll(self) -> tuple | None:
-        if self.ready:
-            return self.ready.popleft()
+        if self.events:
+            return self.events.popleft()
         if self.conn is None:
             return None
         try:
@@ -146,11 +146,11 @@ class ChildProcess:
                     return msg
                 for batch_id, result in msg[1]:
                     self.running.popleft()
-                    self.ready.append(("result", batch_id, result))
+                    self.events.append(("result", batch_id, result))
                 # results held behind a long one reach us that much later (child.HOLD_SECONDS)
                 slack = HOLD_SECONDS + HOLD_RUN
                 self.deadline = time.monotonic() + self.timeout + slack if self.running else None
-                return self.ready.popleft()
+                return self.events.popleft()
         except (EOFError, OSError):
             pass  # the child is gone: reported below once its exit status is known
         if self.proc.poll() is not None or self._conn_closed():
@@ -165,9 +165,9 @@ class ChildProcess:
 
     def _culprit(self) -> int | None:
         """The mini-batch the child was running: its start log's last `S` since it began."""
-        if self.start_log is None or not self.running:
+        if self.start_log_path is None or not self.running:
             return None
-        batch_id = last_started(self.start_log, self.log_offset)
+        batch_id = last_started(self.start_log_path, self.log_offset)
         return batch_id if batch_id in self.running else None
 
     def _conn_closed(self) -> bool:
@@ -192,7 +192,7 @@ class ChildProcess:
             self.proc.wait()
         self._close()
         self.running.clear()
-        self.ready.clear()
+        self.events.clear()
         self.deadline = None
 
     def _close(self) -> None:

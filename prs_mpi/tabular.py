@@ -33,7 +33,6 @@ from __future__ import annotations
 import io
 import logging
 import math
-import os
 import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -46,8 +45,9 @@ if TYPE_CHECKING:  # numpy and pandas are imported where used: ranks that only s
     import pandas as pd
 
 from prs_mpi import csvsplit
+from prs_mpi.dataset import iter_input_files
 from prs_mpi.config import parse_size  # noqa: F401 - "1MB" = 1024**2 bytes, as ParallelRunStep
-from prs_mpi.storage import (basename, file_size, is_url, iter_files, local_path, open_binary,
+from prs_mpi.storage import (basename, file_size, is_url, local_path, open_binary,
                              redact, redact_text)
 
 log = logging.getLogger(__name__)
@@ -146,11 +146,11 @@ def _text_options(path: str, fmt: str, options: Mapping, keys: Iterable[str] = (
 def iter_tabular_batches(cfg, seen=None) -> Iterator[tuple[int, object, dict | None, str | None]]:
     """(nitems, slice or tuple of slices, partition key values, subset description) per
     mini-batch of a tabular job, lazily (files are listed as slicing proceeds; ``seen``: see
-    storage.iter_files)."""
+    dataset.iter_input_files)."""
     options = dict(cfg.input.options)
     if cfg.input.hdf5_dataset:
         options["hdf5_dataset"] = cfg.input.hdf5_dataset
-    files = iter_files(cfg.input.paths, os.path.dirname(os.path.abspath(cfg.job_file)), seen)
+    files = iter_input_files(cfg, seen)
     if cfg.partition_keys:
         for values, slices in iter_partitions(files, cfg.input.format, list(cfg.partition_keys),
                                               options):

@@ -90,14 +90,23 @@ def test_summary_only_counts_without_output(tmp_path):
     assert r.status == Status.PARTIAL and r.succeeded == 2 and r.data == b""
 
 
-def _drive(child: ChildProcess, deadline: float = 30.0):
-    end = time.monotonic() + deadline
+def _events_until(child: ChildProcess, stop, deadline: float = 30.0) -> list:
+    """The child's events until `stop(events)` holds (polled with a deadline)."""
+    events, end = [], time.monotonic() + deadline
     while time.monotonic() < end:
         ev = child.poll()
-        if ev is not None:
-            return ev
-        time.sleep(0.01)
-    raise AssertionError("no event from the child")
+        if ev is None:
+            time.sleep(0.005)
+            continue
+        events.append(ev)
+        if stop(events):
+            return events
+    raise AssertionError(f"no such events from the child in {deadline:g}s: {events}")
+
+
+def _drive(child: ChildProcess, deadline: float = 30.0):
+    """The child's next event."""
+    return _events_until(child, bool, deadline)[0]
 
 
 SCRIPT = """
@@ -164,19 +173,6 @@ def test_in_process_timeout_for_python_code(tmp_path, init_takes_sigalrm):
     runner.submit_many([(MiniBatchSpec(id=2, items=("ok",), nitems=1), 1)])   # the next one runs on
     ev = runner.poll()
     assert ev[0] == "result" and ev[2].status == Status.OK
-
-
-def _events_until(child: ChildProcess, stop, deadline: float = 30.0) -> list:
-    events, end = [], time.monotonic() + deadline
-    while time.monotonic() < end:
-        ev = child.poll()
-        if ev is None:
-            time.sleep(0.005)
-            continue
-        events.append(ev)
-        if stop(events):
-            return events
-    raise AssertionError(f"the child did not finish in time: {events}")
 
 
 def _held_child(tmp_path, timeout: float = 30.0) -> ChildProcess:
