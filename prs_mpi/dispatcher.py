@@ -24,6 +24,9 @@ LIST_AHEAD = 20_000              # descriptors listed ahead of demand (totals kn
 SPECULATE_AFTER = 1.5            # a copy once the running one has taken this many median run times
 SPECULATE_MIN_SAMPLES = 5        # ... and as many attempts have ended, to know the median
 SPECULATE_EVERY = 0.05           # seconds between looks for stragglers (a walk over the peers)
+PATIENT_PEERS = 64               # rank 0 sleeps past MPI only with this few peers (a walk over them)
+PATIENT_RUN = 0.05               # ... and mini-batches shorter than this (long ones: workers hold one
+                                 # in reserve, and a prompt answer is what keeps the tail short)
 
 
 @dataclass
@@ -97,6 +100,7 @@ class Dispatcher:
         self.tracked: dict[int, Pending] = {}   # handed out at least once, not yet final
         self.copies: dict[int, tuple[int, int]] = {}   # speculation: id → (rank, rank) running it twice
         self.run_times: deque[float] = deque(maxlen=256)   # of recent attempts, for the median
+        self.mean_run = 0.0                                 # their moving average, for `patience`
         self.next_speculation = 0.0
 
     # -------------------------------------------------------------- the loop's table of contents
@@ -114,6 +118,18 @@ class Dispatcher:
     @property
     def finished(self) -> bool:
         return self.stop_sent and all(p.said_goodbye for p in self.peers.values())
+
+    @property
+    def patience(self) -> float:
+        """Seconds rank 0 may leave MPI unread (Worker.patience's rule, for every peer): while
+        each live worker holds work beyond its running mini-batch and none waits for more, its
+        next request can wait a quarter of that work. Rank 0 then wakes a few times per
+        mini-batch, not every few ms (CPU-bound jobs: the cores are the children's)."""
+        if (self.stop_reason or self.wants_total or not 0 < self.mean_run < PATIENT_RUN or not self.alive
+                or len(self.alive) > PATIENT_PEERS):
+            return 0.0
+        slack = min(len(self.peers[r].outstanding) for r in self.alive) - 1
+        return slack * self.mean_run / 4 if slack > 0 else 0.0
 
     def handle(self, src: int, msg: Any) -> None:
         handler = self._HANDLERS[type(msg)]
@@ -314,7 +330,9 @@ class Dispatcher:
         ok: list[Attempt] = []
         superseded: list[Attempt] = []
         for a in msg.attempts:
-            self.run_times.append(a.end - a.start)
+            took = a.end - a.start
+            self.run_times.append(took)
+            self.mean_run = took if not self.mean_run else 0.8 * self.mean_run + 0.2 * took
             if outstanding.pop(a.batch_id, None) is None:      # cancelled: its twin was claimed
                 superseded.append(a)
                 continue

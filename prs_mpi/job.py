@@ -163,15 +163,24 @@ def side_input_arguments(cfg: JobConfig, sides: dict[str, str]) -> tuple[str, ..
 
 # ------------------------------------------------------------------ the loop
 
+RELAY_PATIENCE = 0.005       # a rank that answers others sleeps at most this long on its child's pipe ...
+RANK0_MAX_PATIENCE = 0.05    # ... rank 0 up to this, as long as every worker holds enough work
+
+
 class RankLoop:
     """Routes messages to the dispatcher (rank 0) and the worker, steps both, waits politely."""
 
     def __init__(self, channel: Channel, worker: Any, dispatcher: Any, progress: Any) -> None:
         self.channel, self.worker, self.dispatcher, self.progress = channel, worker, dispatcher, progress
-        relays = getattr(channel, "is_leader", False) or dispatcher is not None
         # a rank that answers others polls MPI at least every 2 ms, or every 5 ms while its own
-        # child has work queued (workers then hold a mini-batch or more of slack: worker.py)
-        self.backoff = Backoff(max_sleep=0.002, max_patience=0.005) if relays else Backoff(max_sleep=0.01)
+        # child has work queued (workers then hold a mini-batch or more of slack: worker.py);
+        # rank 0 up to 50 ms while every worker does (Dispatcher.patience)
+        if dispatcher is not None:
+            self.backoff = Backoff(max_sleep=0.002, max_patience=RANK0_MAX_PATIENCE)
+        elif getattr(channel, "is_leader", False):
+            self.backoff = Backoff(max_sleep=0.002, max_patience=RELAY_PATIENCE)
+        else:
+            self.backoff = Backoff(max_sleep=0.01)
 
     def run(self, interrupted: Any = None) -> None:
         inject = injected_fault(self.channel.rank)
@@ -191,8 +200,17 @@ class RankLoop:
             if self.worker is not None and not self.worker.done:
                 progressed |= self.worker.step()
             self.channel.flush()
-            worker = self.worker if self.worker is not None and not self.worker.done else None
-            self.backoff.wait(progressed, worker.waitables if worker else [], worker.patience if worker else 0.0)
+            self._wait(progressed)
+
+    def _wait(self, progressed: bool) -> None:
+        worker = self.worker if self.worker is not None and not self.worker.done else None
+        if worker is None:
+            self.backoff.wait(progressed)
+            return
+        patience = worker.patience
+        if self.dispatcher is not None:
+            patience = min(patience, max(RELAY_PATIENCE, self.dispatcher.patience))
+        self.backoff.wait(progressed, worker.waitables, patience)
 
     @property
     def done(self) -> bool:

@@ -371,3 +371,36 @@ def test_empty_input_stops_with_a_clear_reason():
     d, sent = make(0, ranks=(1,))
     d.step()
     assert d.stop_state == "failed" and "input is empty" in d.stop_reason
+
+
+def test_rank0_may_sleep_only_while_every_worker_holds_work_beyond_its_running_one(monkeypatch):
+    """Dispatcher.patience: a quarter of the least slack any worker holds, 0 while one waits."""
+    def done(rank, bid, credits=0):
+        a = attempt(bid, rank)
+        a.end = a.start + 0.02
+        d.handle(rank, Report(0, (a,), 0, credits=credits))
+
+    d, sent = make(20, ranks=(1, 2))
+    d.handle(1, Request(3))
+    d.handle(2, Request(2))
+    d.step()
+    assert d.patience == 0.0                         # no run time measured yet
+    done(1, 0)                                       # ranks 1 and 2 hold 2 apiece
+    assert d.mean_run == 0.02 and d.patience == pytest.approx(1 * 0.02 / 4)
+    done(2, 3, credits=1)
+    assert d.patience == 0.0                         # rank 2 asks: it is answered at once
+    d.step()
+    assert assigned(sent, 2) == [3, 4, 5] and d.patience == pytest.approx(0.005)
+    done(1, 1)                                       # rank 1 holds its running one only
+    assert d.patience == 0.0
+    d.handle(1, Request(3))
+    d.step()
+    assert d.patience == pytest.approx(0.005)        # rank 2 holds the least: 2
+    monkeypatch.setattr(dispatcher_mod, "PATIENT_PEERS", 1)
+    assert d.patience == 0.0                         # too many peers to walk each pass
+    monkeypatch.setattr(dispatcher_mod, "PATIENT_PEERS", 64)
+    monkeypatch.setattr(dispatcher_mod, "PATIENT_RUN", 0.01)
+    assert d.patience == 0.0                         # long mini-batches: rank 0 stays prompt
+    monkeypatch.setattr(dispatcher_mod, "PATIENT_RUN", 0.05)
+    d.begin_stop("allowed_failed_count exceeded", "failed")
+    assert d.patience == 0.0                         # stopping: every message counts

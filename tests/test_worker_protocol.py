@@ -353,3 +353,21 @@ def test_tiny_mini_batches_are_held_by_the_path_budget(setup, paths, handed, ask
     w.handle(Assign(many, (1,) * 64))
     w.step()
     assert len(runner.submitted) == handed
+
+
+@pytest.mark.parametrize("own, others, expected", [
+    (0.03, 0.02, 0.02),      # every worker holds work: rank 0 sleeps up to the least slack
+    (0.03, 0.0, 0.005),      # one waits for work: as before, up to RELAY_PATIENCE on its pipe
+    (0.0, 0.02, 0.0),        # its own child waits: no patience at all
+    (0.002, 0.02, 0.002),
+])
+def test_rank0_sleeps_the_least_of_its_own_and_the_dispatchers_patience(own, others, expected):
+    from types import SimpleNamespace
+    from prs_mpi.job import RankLoop
+    waited = []
+    loop = RankLoop.__new__(RankLoop)
+    loop.worker = SimpleNamespace(done=False, waitables=["pipe"], patience=own)
+    loop.dispatcher = SimpleNamespace(patience=others)
+    loop.backoff = SimpleNamespace(wait=lambda progressed, conns=(), patience=0.0: waited.append(patience))
+    loop._wait(False)
+    assert waited == [pytest.approx(expected)]

@@ -1,5 +1,6 @@
 """Workload 3, CPU inference scaling: the numpy MLP stand-in at 1 and 2 worker processes."""
 import functools
+import statistics
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
@@ -61,6 +62,13 @@ def prs_contenders(cfg: Settings, listing: str) -> dict:
             "prs-mpi 2 workers (none, 3 ranks)": run(3, "none")}
 
 
+def _from_first_start(records: list[dict]) -> str:
+    spans = samples(records, "span_items_per_s")
+    if not spans or not samples(records, "ready_items_per_s"):
+        return ""
+    return f"over the whole span (a worker still in init): {statistics.median(spans):,.1f} items/s"
+
+
 def run(cfg: Settings) -> Section:
     n = cfg.size(600, 4_000)
     names = numbered(n, "img_")
@@ -72,15 +80,19 @@ def run(cfg: Settings) -> Section:
     section = Section(f"CPU inference scaling: {n:,} items, numpy MLP stand-in "
                       f"(workloads/cpu_model.py), mini-batches of {BATCH}, BLAS on 1 thread")
     for name, records in results.items():
-        values = samples(records, "span_items_per_s") or samples(records, "items_per_s") \
-            or samples(records, "throughput")
-        section.rows.append(Row("cpu", name, "items/s", values, error_of(records),
-                                () if name == PLAIN else (PLAIN,)))
+        values = samples(records, "ready_items_per_s") or samples(records, "span_items_per_s") \
+            or samples(records, "items_per_s") or samples(records, "throughput")
+        note = error_of(records) or _from_first_start(records)
+        section.rows.append(Row("cpu", name, "items/s", values, note, () if name == PLAIN else (PLAIN,)))
     for missing, who in ((prs_missing(), "prs-mpi"), (ray_missing(), "Ray Data")):
         if missing:
             section.rows.append(Row("cpu", who, "items/s", [], missing))
     section.facts.append("Target: >= 1.9x the plain loop at 2 workers on 2 cores. Peers time the "
-                         "work after their workers are started and initialised.")
+                         "work after their workers are started and initialised (a barrier). prs-mpi "
+                         "starts work as each worker becomes ready: its figure is items over the span "
+                         "from the first mini-batch's start to the last one's end, less the "
+                         "worker-seconds spent in init() after the first worker was ready (divided by "
+                         "the workers); the note gives the figure over the whole span.")
     section.facts.append("Two plain loops side by side: two independent processes started together, "
                          "each timing its own loop after init; items/s is all items over the slower "
                          "one's time. It is what this machine gives two processes with nothing "

@@ -2,7 +2,9 @@
 
 ``run_prs`` is the single hook every workload calls; asked to (``memory=True``), it samples each
 rank's peak memory, and it derives, from ``logs/sys/processed_mini_batches.csv``, the span from the first mini-batch's
-start to the last one's end (steady-state throughput, comparable with the peers' timings).
+start to the last one's end (steady-state throughput), and that throughput without the capacity
+of workers still in init() (``ready_items_per_s``: the peers start their clocks once every worker
+is ready, at a barrier).
 """
 import csv
 import json
@@ -93,6 +95,8 @@ def parse_result(output_dir: Path) -> dict:
     ready = [w["ready_at"] for w in result.get("worker_stats", []) if w.get("ready_at")]
     if ready:   # workers whose init() finished later were not available from the first start
         out["ready_skew_s"] = sum(r - min(ready) for r in ready)
+        if out.get("span_items_per_s"):   # the worker-seconds the span held, less those spent in init
+            out["ready_items_per_s"] = items / (out["makespan_s"] - out["ready_skew_s"] / len(ready))
     return out
 
 
