@@ -17,6 +17,7 @@ from typing import Any, Iterator
 from .protocol import (Assign, Attempt, Cancel, Commit, Fatal, Goodbye, InitFailed, Leaving, Offset, Report, Request,
                        Revoke, Revoked, Status, Stop)
 from .summary import Accounting
+from .transport import slack_patience
 
 log = logging.getLogger(__name__)
 LIST_BUDGET_SECONDS = 0.001      # listing work per loop pass, so dispatching never stalls
@@ -128,8 +129,7 @@ class Dispatcher:
         if (self.stop_reason or self.wants_total or not 0 < self.mean_run < PATIENT_RUN or not self.alive
                 or len(self.alive) > PATIENT_PEERS):
             return 0.0
-        slack = min(len(self.peers[r].outstanding) for r in self.alive) - 1
-        return slack * self.mean_run / 4 if slack > 0 else 0.0
+        return slack_patience(min(len(self.peers[r].outstanding) for r in self.alive), self.mean_run)
 
     def handle(self, src: int, msg: Any) -> None:
         handler = self._HANDLERS[type(msg)]

@@ -204,7 +204,7 @@ class RankLoop:
 
     def _wait(self, progressed: bool) -> None:
         worker = self.worker if self.worker is not None and not self.worker.done else None
-        if worker is None:
+        if progressed or worker is None:    # busy: no sleep, so no patience to work out
             self.backoff.wait(progressed)
             return
         patience = worker.patience

@@ -32,6 +32,12 @@ class PipeWait:
         return bool(self._poll.poll(timeout * 1000.0))
 
 
+def slack_patience(held: int, mean_run: float) -> float:
+    """How long a rank holding `held` mini-batches (the running one first) may leave MPI unread:
+    a quarter of the work beyond the running one, which may end at any moment (0 with none)."""
+    return (held - 1) * mean_run / 4 if held >= 2 else 0.0
+
+
 class Backoff:
     """Sleep 0 while busy; 20 µs doubling to `max_sleep` while idle. `patience`: the caller can
     wait that long for anything but `conns` (its child's pipe wakes it at once), so the sleep

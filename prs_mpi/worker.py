@@ -18,6 +18,7 @@ from typing import Any
 from .protocol import (Assign, Attempt, Cancel, Commit, Goodbye, InitFailed, Leaving, Offset, Report, Request, Revoke,
                        Revoked, Status, Stop, SUCCEEDED)
 from .runlog import committed_rows
+from .transport import slack_patience
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +104,9 @@ class Worker:
         of that work; the child's own messages wake the rank sooner (tiny mini-batches: a group
         of results at least every child.HOLD_SECONDS). 0 when something waits on them (supervisor
         wake-ups, each a context switch on the child's core, were ~1,500/s with 17 ms mini-batches)."""
-        held = len(self.running) + len(self.queue)
-        if self.runner is None or self.stopping is not None or held < 2:
+        if self.runner is None or self.stopping is not None:
             return 0.0
-        return (held - 1) * self.mean_run / 4
+        return slack_patience(len(self.running) + len(self.queue), self.mean_run)
 
     # -------------------------------------------------------------- messages from rank 0
     def handle(self, msg: Any) -> None:
